@@ -1,0 +1,30 @@
+"""tdnzoo: TSN, TSM and TDN video models on any timm 2D backbone."""
+from .checkpoint import load_checkpoint, save_weights
+from .errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    TdnzooError,
+    UnknownModelError,
+    UnsupportedBackboneError,
+)
+from .models import METHODS, VideoClassifier, create_model, list_models, temporalize
+from .pretrained import get_pretrained_cfg, list_pretrained
+from .version import __version__
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "METHODS",
+    "TdnzooError",
+    "UnknownModelError",
+    "UnsupportedBackboneError",
+    "VideoClassifier",
+    "__version__",
+    "create_model",
+    "get_pretrained_cfg",
+    "list_models",
+    "list_pretrained",
+    "load_checkpoint",
+    "save_weights",
+    "temporalize",
+]

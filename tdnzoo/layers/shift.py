@@ -1,0 +1,98 @@
+"""Temporal shift (TSM) and the learnable temporal convolution that TDN initialises as a shift.
+
+Both act on per-frame feature maps ``[B*T, C, H, W]`` (segment-major) and need ``num_segments``
+to see the time axis. Channels ``[0, fold)`` look one segment ahead, ``[fold, 2*fold)`` one
+segment back, the rest stay, with ``fold = C // fold_div`` (official TSM and TDN semantics).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TemporalShift", "TemporalConv", "shift_kernel"]
+
+
+def _split_time(x: torch.Tensor, num_segments: int) -> torch.Tensor:
+    nt, c, h, w = x.shape
+    if nt % num_segments:
+        raise ValueError(
+            f"expected a batch of B*{num_segments} frames (num_segments={num_segments}), got {nt}"
+        )
+    return x.view(nt // num_segments, num_segments, c, h, w)
+
+
+def _next(x5: torch.Tensor) -> torch.Tensor:
+    """x[t+1] at every t, zero after the last segment. x5 is [B, T, C, H, W]."""
+    return F.pad(x5[:, 1:], (0, 0, 0, 0, 0, 0, 0, 1))
+
+
+def _prev(x5: torch.Tensor) -> torch.Tensor:
+    """x[t-1] at every t, zero before the first segment."""
+    return F.pad(x5[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0))
+
+
+class TemporalShift(nn.Module):
+    """Zero-padded temporal shift of a fraction of the channels (TSM, Lin et al. 2019).
+
+    Args:
+        num_segments: segments per clip; the batch dimension holds ``B * num_segments`` frames.
+        fold_div: ``1 / fold_div`` of the channels shift each way (official: 8).
+    """
+
+    def __init__(self, num_segments: int, fold_div: int = 8) -> None:
+        super().__init__()
+        self.num_segments = num_segments
+        self.fold_div = fold_div
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x5 = _split_time(x, self.num_segments)
+        fold = x5.shape[2] // self.fold_div
+        if fold == 0:
+            return x
+        # Shift only the 2*fold moving channels; the untouched rest is concatenated as is.
+        ahead = _next(x5[:, :, :fold])
+        back = _prev(x5[:, :, fold : 2 * fold])
+        out = torch.cat((ahead, back, x5[:, :, 2 * fold :]), dim=2)
+        return out.view_as(x)
+
+    def extra_repr(self) -> str:
+        return f"num_segments={self.num_segments}, fold_div={self.fold_div}"
+
+
+def shift_kernel(channels: int, fold_div: int = 8) -> torch.Tensor:
+    """The ``[C, 1, 3]`` depthwise temporal kernel that reproduces :class:`TemporalShift`."""
+    fold = channels // fold_div
+    weight = torch.zeros(channels, 1, 3)
+    weight[:fold, 0, 2] = 1.0  # look ahead: out[t] = x[t+1]
+    weight[fold : 2 * fold, 0, 0] = 1.0  # look back: out[t] = x[t-1]
+    weight[2 * fold :, 0, 1] = 1.0  # identity
+    return weight
+
+
+class TemporalConv(nn.Module):
+    """Learnable depthwise temporal convolution, kernel 3, zero padding, no bias.
+
+    The official TDN ``ShiftModule``: weight ``[C, 1, 3]`` initialised to the shift above, so at
+    init it equals :class:`TemporalShift`. The official code permutes to ``[B*H*W, C, T]`` and
+    runs ``Conv1d``; a kernel-3 depthwise conv along time is three per-channel scaled copies of
+    the input, which we add directly on ``[B, T, C, H, W]`` (no permutes, channels_last-safe).
+    ``out[t] = w0 * x[t-1] + w1 * x[t] + w2 * x[t+1]``, as ``Conv1d`` cross-correlation.
+    """
+
+    def __init__(self, channels: int, num_segments: int, fold_div: int = 8) -> None:
+        super().__init__()
+        self.channels = channels
+        self.num_segments = num_segments
+        self.fold_div = fold_div
+        self.weight = nn.Parameter(shift_kernel(channels, fold_div))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x5 = _split_time(x, self.num_segments)
+        w = self.weight.to(x.dtype).view(1, 1, self.channels, 3, 1, 1)
+        out = torch.addcmul(_prev(x5) * w[:, :, :, 0], x5, w[:, :, :, 1])
+        out = torch.addcmul(out, _next(x5), w[:, :, :, 2])
+        return out.view_as(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, num_segments={self.num_segments}, fold_div={self.fold_div}"

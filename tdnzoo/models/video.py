@@ -1,0 +1,350 @@
+"""The video classifier and ``temporalize``: TSN, TSM or TDN on any timm 2D CNN.
+
+Model contract (DESIGN.md §1): input ``[B, T, 3, H, W]`` with ``T = num_segments *
+frames_per_segment`` (segment-major, ImageNet-normalised); output logits ``[B, num_classes]``,
+the mean over segments of per-segment logits.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UnsupportedBackboneError
+from ..layers import LongTermTDM, SegmentConsensus, ShortTermTDM, TemporalConv, TemporalShift, fuse_difference
+from .backbone import BackboneLayout, analyze_backbone, block_has_residual, insert_before
+
+__all__ = ["METHODS", "VideoClassifier", "official_fusion_weights", "temporalize"]
+
+METHODS = ("tsn", "tsm", "tdn")
+
+
+def official_fusion_weights(num_segments: int) -> tuple[float, float]:
+    """S-TDM fusion ``(alpha, beta)`` of the official TDN: (0.5, 0.5) at 8 segments, else (0.75, 0.25)."""
+    return (0.5, 0.5) if num_segments == 8 else (0.75, 0.25)
+
+
+class _Plan:
+    """Unregistered references to the backbone modules TDN runs itself (no duplicate state)."""
+
+    def __init__(self, stem: list[nn.Module], first_stage: nn.Module, late: list[nn.Module]) -> None:
+        self.stem = tuple(stem)
+        self.first_stage = first_stage
+        self.late = tuple(late)
+
+
+class VideoClassifier(nn.Module):
+    """A timm 2D CNN made temporal: TSN, TSM or TDN.
+
+    Build it with :func:`temporalize` or :func:`tdnzoo.create_model`.
+
+    Attributes:
+        method: ``'tsn'``, ``'tsm'`` or ``'tdn'``.
+        num_segments: segments per clip.
+        frames_per_segment: consecutive frames per segment (5 for TDN, else 1).
+        num_classes: classifier outputs (0 when the classifier was removed).
+        num_features: width of ``forward_head(x, pre_logits=True)``.
+        backbone: the timm model, with temporal modules inserted in its blocks.
+        short_term: TDN's S-TDM difference stream, else ``None``.
+        pretrained_cfg: metadata dict, as in timm.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        method: str,
+        num_segments: int,
+        frames_per_segment: int = 1,
+        layout: BackboneLayout,
+        short_term: ShortTermTDM | None = None,
+        fusion_weights: tuple[float, float] = (0.5, 0.5),
+        min_size: int | None = None,
+        model_args: dict[str, Any] | None = None,
+        pretrained_cfg: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.method = method
+        self.num_segments = num_segments
+        self.frames_per_segment = frames_per_segment
+        self.backbone = backbone
+        self.short_term = short_term
+        self.consensus = SegmentConsensus(num_segments)
+        self.fusion_weights = tuple(float(w) for w in fusion_weights)
+        self.min_size = int(min_size or layout.min_size)
+        self.backbone_name = layout.name
+        self.num_classes = int(getattr(backbone, "num_classes", 0))
+        self.num_features = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+        self.model_args = dict(model_args or {})
+        self.pretrained_cfg = dict(pretrained_cfg or {})
+        self._plan = None
+        if short_term is not None:
+            self._plan = _Plan([m for _, m in layout.stem], layout.first_stage[1], [m for _, m in layout.late])
+
+    # -- input ----------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip the model takes: ``num_segments * frames_per_segment``."""
+        return self.num_segments * self.frames_per_segment
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = f"[B, {self.num_frames}, 3, H, W] with H, W >= {self.min_size}"
+        if x.dim() != 5:
+            raise ValueError(f"expected a 5-D clip tensor {expected}, got shape {tuple(x.shape)}")
+        _, t, c, h, w = x.shape
+        if c != 3:
+            raise ValueError(f"expected 3 (RGB) channels at dim 2: {expected}, got shape {tuple(x.shape)}")
+        if t != self.num_frames:
+            raise ValueError(
+                f"expected {self.num_frames} frames (num_segments={self.num_segments} x "
+                f"frames_per_segment={self.frames_per_segment}): {expected}, got shape {tuple(x.shape)}"
+            )
+        if h < self.min_size or w < self.min_size:
+            raise ValueError(
+                f"frames of {h}x{w} are too small for backbone '{self.backbone_name}' "
+                f"(it needs at least {self.min_size}x{self.min_size}): {expected}, got shape {tuple(x.shape)}"
+            )
+
+    # -- timm contract --------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` -> per-segment feature maps ``[B*num_segments, C, h, w]``."""
+        self._check_input(x)
+        b, _, _, h, w = x.shape
+        if self._plan is None:
+            return self.backbone.forward_features(x.reshape(b * self.num_segments, 3, h, w))
+        n = b * self.num_segments
+        frames = x.reshape(n, self.frames_per_segment * 3, h, w)
+        stem_diff, stage_diff = self.short_term(frames)
+        centre = self.frames_per_segment // 2  # the RGB stream sees the centre frame (official x3)
+        y = frames.view(n, self.frames_per_segment, 3, h, w)[:, centre]
+        alpha, beta = self.fusion_weights
+        for module in self._plan.stem:
+            y = module(y)
+        y = fuse_difference(y, stem_diff, alpha, beta)
+        y = fuse_difference(self._plan.first_stage(y), stage_diff, alpha, beta)
+        for module in self._plan.late:
+            y = module(y)
+        return y
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout, classifier per segment, then the mean over segments.
+
+        ``pre_logits=True`` returns the pooled features ``[B, num_features]``.
+        """
+        return self.consensus(self.backbone.forward_head(x, pre_logits=pre_logits))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.backbone.get_classifier()
+
+    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
+        """Replace the classifier with a freshly initialised one of ``num_classes`` outputs."""
+        self.backbone.reset_classifier(num_classes, *args, **kwargs)
+        self.num_classes = num_classes
+        self.model_args["num_classes"] = num_classes
+        self.pretrained_cfg["num_classes"] = num_classes
+
+    def extra_repr(self) -> str:
+        return (
+            f"method={self.method}, backbone={self.backbone_name}, num_segments={self.num_segments}, "
+            f"frames_per_segment={self.frames_per_segment}, num_classes={self.num_classes}"
+        )
+
+    def __deepcopy__(self, memo: dict) -> "VideoClassifier":
+        # The plan holds references into self.backbone; copy everything in one memo so they
+        # keep pointing at the copied backbone rather than the original.
+        cls = self.__class__
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, copy.deepcopy(value, memo))
+        return new
+
+
+def _default_shift_every(layout: BackboneLayout) -> int:
+    # Official TSM shifts every other block when the third stage is very deep (ResNet-101).
+    return 2 if layout.stage_sizes().get(4, 0) >= 23 else 1
+
+
+def _diff_stem(layout: BackboneLayout, frames_per_segment: int) -> nn.Sequential:
+    """A copy of the stem whose first conv takes the ``(F-1)*3`` difference channels.
+
+    Its weight is the original first conv averaged over its RGB inputs and repeated (official
+    init); its norm layers start fresh, as the official ``conv1_5`` has a new BatchNorm.
+    """
+    stem = nn.Sequential(OrderedDict((p.replace(".", "_"), copy.deepcopy(m)) for p, m in layout.stem))
+    first_conv = next((m for m in stem.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is None or first_conv.in_channels != 3 or first_conv.groups != 1:
+        raise UnsupportedBackboneError(f"backbone '{layout.name}': cannot find the stem's RGB conv for S-TDM")
+    channels = 3 * (frames_per_segment - 1)
+    weight = first_conv.weight.detach().mean(dim=1, keepdim=True)
+    weight = weight.expand(-1, channels, -1, -1).contiguous()
+    first_conv.weight = nn.Parameter(weight)
+    first_conv.in_channels = channels
+    for m in stem.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            m.reset_parameters()
+    return stem
+
+
+def temporalize(
+    backbone: nn.Module | str,
+    method: str = "tdn",
+    num_segments: int = 8,
+    *,
+    num_classes: int | None = None,
+    frames_per_segment: int | None = None,
+    shift_div: int = 8,
+    shift_stages: tuple[int, ...] = (2, 3, 4, 5),
+    shift_every: int | None = None,
+    long_term: bool = True,
+    long_term_stages: tuple[int, ...] = (3, 4, 5),
+    long_term_reduction: int = 16,
+    temporal_conv: bool = True,
+    fusion_weights: tuple[float, float] | None = None,
+    drop_rate: float = 0.5,
+    pretrained_backbone: bool = False,
+    backbone_kwargs: dict[str, Any] | None = None,
+) -> VideoClassifier:
+    """Turn a timm 2D CNN into a TSN, TSM or TDN video classifier.
+
+    Stages are numbered as in the papers: stage ``k`` outputs at reduction ``2**k`` (stage 2 is
+    ResNet's ``layer1``). Defaults are the official ones.
+
+    Args:
+        backbone: a timm model name or instance (modified in place when an instance).
+        method: ``'tsn'``, ``'tsm'`` (temporal shift) or ``'tdn'`` (temporal difference).
+        num_segments: segments per clip.
+        num_classes: classifier outputs; keeps the instance's head when ``None``.
+        frames_per_segment: frames per segment; 5 for TDN, 1 for TSN and TSM.
+        shift_div: TSM shifts ``1/shift_div`` of the channels each way; TDN's temporal conv
+            starts as that shift.
+        shift_stages: TSM stages whose blocks get a shift.
+        shift_every: TSM shifts every n-th block of a stage; ``None`` is the official rule
+            (every other block when stage 4 has 23+ blocks, as ResNet-101; else every block).
+        long_term: TDN: add L-TDM to the blocks of ``long_term_stages``.
+        long_term_stages: TDN stages with L-TDM and the temporal conv (official: 3, 4, 5).
+        long_term_reduction: channel reduction inside L-TDM (official: 16).
+        temporal_conv: TDN: add the learnable temporal conv after each L-TDM.
+        fusion_weights: TDN S-TDM fusion ``(alpha, beta)``; ``None`` is the official rule,
+            (0.5, 0.5) at 8 segments and (0.75, 0.25) otherwise.
+        drop_rate: dropout before the classifier (official: 0.5); only with a backbone name.
+        pretrained_backbone: load timm's ImageNet weights for the backbone (needs them cached).
+        backbone_kwargs: more keyword arguments for ``timm.create_model``.
+
+    Example:
+        >>> model = temporalize("convnext_atto", "tdn", num_segments=8, num_classes=174)
+        >>> model(torch.randn(1, 40, 3, 112, 112)).shape
+        torch.Size([1, 174])
+    """
+    method = method.lower()
+    if method not in METHODS:
+        raise ValueError(f"unknown method '{method}': expected one of {', '.join(METHODS)}")
+    if num_segments < 1:
+        raise ValueError(f"num_segments must be >= 1, got {num_segments}")
+    if method == "tdn" and long_term and num_segments < 2:
+        raise ValueError("TDN's long-term differences need num_segments >= 2")
+    if frames_per_segment is None:
+        frames_per_segment = 5 if method == "tdn" else 1
+    if method != "tdn" and frames_per_segment != 1:
+        raise ValueError(f"{method.upper()} takes one frame per segment, got frames_per_segment={frames_per_segment}")
+
+    if isinstance(backbone, str):
+        import timm
+
+        name = backbone
+        kwargs = dict(backbone_kwargs or {})
+        kwargs.setdefault("drop_rate", drop_rate)
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        backbone = timm.create_model(name, pretrained=pretrained_backbone, **kwargs)
+    else:
+        name = (getattr(backbone, "pretrained_cfg", None) or {}).get("architecture") or type(backbone).__name__
+        if num_classes is not None and num_classes != getattr(backbone, "num_classes", None):
+            backbone.reset_classifier(num_classes)
+
+    layout = analyze_backbone(backbone, name, check=(method == "tdn"))
+    model_args: dict[str, Any] = {"num_segments": num_segments, "num_classes": int(backbone.num_classes)}
+    short_term = None
+    alpha_beta = (1.0, 0.0)
+    min_size = layout.min_size
+
+    if method == "tsm":
+        every = shift_every or _default_shift_every(layout)
+        blocks = [b for b in layout.blocks_in(shift_stages) if b.index_in_stage % every == 0 and block_has_residual(b.module)]
+        if not blocks:
+            raise UnsupportedBackboneError(f"backbone '{name}' has no residual blocks to shift in stages {shift_stages}")
+        for b in blocks:
+            insert_before(b.module, b.rule.shift_before, lambda c: TemporalShift(num_segments, shift_div))
+        model_args.update(shift_div=shift_div, shift_stages=tuple(shift_stages), shift_every=shift_every)
+    elif method == "tdn":
+        short_term = ShortTermTDM(
+            _diff_stem(layout, frames_per_segment), copy.deepcopy(layout.first_stage[1]), num_segments, frames_per_segment
+        )
+        alpha_beta = tuple(fusion_weights) if fusion_weights is not None else official_fusion_weights(num_segments)
+        if long_term or temporal_conv:
+            blocks = [b for b in layout.blocks_in(long_term_stages) if block_has_residual(b.module)]
+            if not blocks:
+                raise UnsupportedBackboneError(
+                    f"backbone '{name}' has no residual blocks for L-TDM in stages {long_term_stages}"
+                )
+
+            def make(channels: int) -> nn.Module:
+                parts: OrderedDict[str, nn.Module] = OrderedDict()
+                if long_term:
+                    parts["ltdm"] = LongTermTDM(channels, num_segments, long_term_reduction)
+                if temporal_conv:
+                    parts["tconv"] = TemporalConv(channels, num_segments, shift_div)
+                return nn.Sequential(parts)
+
+            for b in blocks:
+                insert_before(b.module, b.rule.difference_before, make)
+            if long_term:  # L-TDM average-pools 2x2: its stages need maps of at least 2x2
+                min_size = max(min_size, 2 ** (max(b.stage for b in blocks) + 1))
+        model_args.update(
+            frames_per_segment=frames_per_segment,
+            shift_div=shift_div,
+            long_term=long_term,
+            long_term_stages=tuple(long_term_stages),
+            long_term_reduction=long_term_reduction,
+            temporal_conv=temporal_conv,
+            fusion_weights=tuple(alpha_beta) if fusion_weights is not None else None,
+        )
+
+    cfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
+    pretrained_cfg = {
+        "architecture": f"{method}_{name}",
+        "method": method,
+        "backbone": name,
+        "num_classes": int(backbone.num_classes),
+        "num_segments": num_segments,
+        "frames_per_segment": frames_per_segment,
+        # Video recipes (TSN/TSM/TDN) resize the short side to 256 and crop 224, bilinear,
+        # whatever ImageNet recipe the backbone had; normalisation follows the backbone.
+        "input_size": (3, 224, 224),
+        "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        "interpolation": "bilinear",
+        "crop_pct": 0.875,
+    }
+    model = VideoClassifier(
+        backbone,
+        method=method,
+        num_segments=num_segments,
+        frames_per_segment=frames_per_segment,
+        layout=layout,
+        short_term=short_term,
+        fusion_weights=alpha_beta,
+        min_size=min_size,
+        model_args=model_args,
+        pretrained_cfg=pretrained_cfg,
+    )
+    if not math.isfinite(sum(alpha_beta)):
+        raise ValueError(f"fusion weights must be finite, got {alpha_beta}")
+    return model

@@ -1,0 +1,44 @@
+"""Shared test helpers: the official fixtures live in ../shared beside the repository."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TDNZOO_SHARED", ROOT.parent / "shared"))
+OFFICIAL = SHARED / "fixtures" / "official"
+MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 1, 3, 1, 1)
+STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 1, 3, 1, 1)
+
+
+@pytest.fixture(scope="session")
+def synth():
+    """The official fixtures' ``synth.py``, imported from ../shared."""
+    path = OFFICIAL / "synth.py"
+    if not path.is_file():
+        pytest.fail(f"official fixtures not found at {OFFICIAL}; set TDNZOO_SHARED to the shared/ folder")
+    spec = importlib.util.spec_from_file_location("official_synth", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reference(name: str) -> dict:
+    return json.loads((OFFICIAL / name).read_text())
+
+
+def normalise(frames_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, T, 3, H, W]`` -> ImageNet-normalised float."""
+    return (frames_uint8.float() / 255.0 - MEAN) / STD
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got - expected).abs().max() / expected.abs().max())
