@@ -134,11 +134,13 @@ def test_deepcopy_keeps_tdn_plan_on_the_copy():
 
     model = tdnzoo.create_model("tdn_resnet18", num_segments=4, num_classes=3).eval()
     twin = copy.deepcopy(model)
-    with torch.no_grad():
-        twin.backbone.layer4[1].conv1.inner.weight.zero_()
     x = torch.randn(1, 20, 3, SIZE, SIZE)
-    assert not torch.allclose(model(x), twin(x))
-    assert twin._plan.late[-1] is twin.backbone.layer4
+    with torch.no_grad():
+        before = model(x)
+        twin.backbone.conv1.weight.zero_()  # the stem, which TDN runs through its plan
+        assert torch.equal(model(x), before)
+        assert not torch.allclose(twin(x), before)
+    assert twin._plan.stem[0] is twin.backbone.conv1 and twin._plan.late[-1] is twin.backbone.layer4
 
 
 def test_channels_last_gives_the_same_output():
