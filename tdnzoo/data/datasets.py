@@ -233,6 +233,10 @@ class VideoDataset(Dataset):
         backend: decoder for video files (see :func:`tdnzoo.data.decode.list_backends`).
         image_backend: ``'pil'`` or ``'torchvision'`` for frame folders.
         max_retries: unreadable videos replaced in a row before giving up.
+        seed: when set, each item's random draws (frame offsets, crops, flips, replacements)
+            come from its own generator seeded by ``(seed, epoch, index)``, so an item is the same
+            whatever the number of workers or processes, and training runs are reproducible.
+            :meth:`set_epoch` changes the draws each epoch. ``None`` uses the global torch RNG.
     """
 
     def __init__(
@@ -251,6 +255,7 @@ class VideoDataset(Dataset):
         backend: str | None = None,
         image_backend: str = "pil",
         max_retries: int = 10,
+        seed: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -278,6 +283,16 @@ class VideoDataset(Dataset):
         self.image_backend = image_backend
         self.max_retries = int(max_retries)
         self.skipped: list[str] = []  # paths that failed in this process (workers keep their own)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random draws of ``epoch`` (with ``seed`` set); call before creating the loader iterator."""
+        self.epoch = int(epoch)
+
+    def _item_seed(self, index: int) -> int:
+        # A fixed mix of (seed, epoch, index): distinct streams per item and epoch, no global state.
+        return ((int(self.seed) * 0x9E3779B1 + self.epoch) * 0x85EBCA77 + index) % (2**63 - 1)
 
     @property
     def num_frames(self) -> int:
@@ -350,6 +365,14 @@ class VideoDataset(Dataset):
         Raises:
             VideoDecodeError: ``max_retries + 1`` videos in a row failed.
         """
+        if self.seed is None:
+            return self._load(index)
+        # Transforms draw from the global RNG (torchvision v2): give them this item's stream.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._item_seed(index))
+            return self._load(index)
+
+    def _load(self, index: int) -> Sample:
         skipped: list[str] = []
         current = index
         for _ in range(self.max_retries + 1):
