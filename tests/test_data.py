@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from tdnzoo import TdnzooError
@@ -123,6 +124,17 @@ def test_folder_layout_train_val_and_multi_view_test(tmp_path):
     (root / "val" / "extra_class" / "x.mp4").write_bytes(b"")
     with pytest.raises(DataError, match="extra_class"):
         build_dataset("folder", root=root, split="val", num_segments=4, class_names=train.class_names)
+
+
+def test_seeded_items_do_not_depend_on_workers_or_order(tmp_path):
+    root = make_folder_dataset(tmp_path / "data", num_classes=2, per_class={"train": 2}, num_frames=12)
+    ds = build_dataset("folder", root=root, split="train", num_segments=2, transform=train_transform(48), seed=7)
+    here = [ds[i][0] for i in range(len(ds))]
+    assert torch.equal(ds[2][0], here[2]) and not torch.equal(here[0], ds[1][0])
+    loaded = [clip[0] for clip, _ in DataLoader(ds, batch_size=1, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(here, loaded))
+    ds.set_epoch(1)  # another epoch, other draws
+    assert not all(torch.equal(a, ds[i][0]) for i, a in enumerate(here))
 
 
 def test_corrupt_video_is_replaced_warned_and_counted(tmp_path):

@@ -154,7 +154,7 @@ class TrainConfig:
             cfg.weight_decay = _SGD_WEIGHT_DECAY.get(cfg.dataset, 5e-4) if cfg.optimizer == "sgd" else 0.05
         if cfg.lr_steps is None:
             fractions = _STEP_FRACTIONS.get(cfg.dataset, _DEFAULT_STEP_FRACTIONS)
-            cfg.lr_steps = [round(f * cfg.epochs) for f in fractions]
+            cfg.lr_steps = [f * cfg.epochs for f in fractions]  # fractional epochs: decays fall mid-epoch
         cfg.lr_steps = [float(s) for s in cfg.lr_steps]
         return cfg
 
