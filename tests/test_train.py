@@ -232,3 +232,39 @@ def test_config_file_flags_and_recipe_defaults(tmp_path):
     with pytest.raises(ValueError, match="amp must be one of"):
         TrainConfig(amp="fp8")
     assert json.loads(json.dumps(cfg.to_dict()))["model"] == "tdn_resnet50"
+
+
+def test_pretrained_initialisations_reach_the_model(data, tmp_path, monkeypatch):
+    """--pretrained loads the tag's weights (head reset for the new classes); --pretrained-backbone asks
+    timm for ImageNet weights. Loading itself is the Hub code's job: here it is replaced by local files."""
+    import timm
+
+    import tdnzoo.pretrained as pretrained
+
+    source = create_model("tsn_test_resnet", num_segments=2, num_classes=5)
+    monkeypatch.setitem(pretrained.PRETRAINED_CFGS, "tsn_test_resnet.fake_k5",
+                        {"num_classes": 5, "num_segments": 2, "dataset": "fake"})
+    loaded = []
+
+    def fake_load(model, cfg):
+        model.load_state_dict(source.state_dict())
+        loaded.append(model.num_classes)
+
+    monkeypatch.setattr(pretrained, "load_pretrained", fake_load)
+    seen = {}
+
+    def spy(*args, pretrained=False, **kwargs):
+        seen["pretrained"] = pretrained
+        return real_create(*args, pretrained=False, **kwargs)  # no download in tests
+
+    real_create = timm.create_model
+    monkeypatch.setattr(timm, "create_model", spy)
+    result = train(tiny(data, tmp_path / "ft", model="tsn_test_resnet.fake_k5", pretrained=True, epochs=1, lr=1e-9))
+    assert loaded == [5] and seen["pretrained"] is False
+    ckpt = load_training_checkpoint(result.last_checkpoint)
+    assert ckpt["num_classes"] == 2 and ckpt["model_name"] == "tsn_test_resnet.fake_k5"
+    # lr ~ 0: the backbone is still the pretrained one, the classifier is new
+    stem = "backbone.conv1.0.weight"
+    assert torch.allclose(ckpt["model"][stem], source.state_dict()[stem], atol=1e-6)
+    train(tiny(data, tmp_path / "imagenet", pretrained_backbone=True, epochs=1))
+    assert seen["pretrained"] is True

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     p.add_argument("--output", required=True, help="folder for report.json, report.md, confusion.png")
+    p.add_argument("--save-scores", action="store_true",
+                   help="also write scores.pt: per-video softmax scores, labels and paths (for fusing runs)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
 
@@ -65,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
                                  details=details)
             print(f"{name}: top-1 {result.top1:.2f}  top-5 {result.top5:.2f}  mean class {result.mean_class_accuracy:.2f}"
                   f"  ({result.num_videos} videos, {args.views} views)")
+            if args.save_scores:
+                import torch
+
+                torch.save({"probs": result.probs, "labels": result.labels, "views": args.views,
+                            "videos": [r.path for r in dataset.records], "class_names": result.class_names or []},
+                           paths["json"].with_name("scores.pt"))
             print(f"report: {paths['markdown']}")
     finally:
         if info.distributed and dist.is_initialized():
