@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-list", dest="list_file", help=argparse.SUPPRESS)
     p.add_argument("--num-segments", type=int, default=None, help="segments per clip (default: the model's)")
     p.add_argument("--input-size", type=int, default=None, help="crop side (default: the model's, 224)")
-    p.add_argument("--views", default="1x1", help="CLIPSxCROPS, e.g. 1x1, 1x3, 10x3 (default 1x1)")
+    p.add_argument("--views", default=None,
+                   help="CLIPSxCROPS, e.g. 1x1, 1x3, 10x3 (default: 10x3 for kinetics, else 1x1: the official protocols)")
     p.add_argument("--no-full-res", dest="full_res", action="store_false",
                    help="3-crop views at the input size instead of the full resized side")
     p.add_argument("--batch-size", type=int, default=1, help="videos per batch (each brings CLIPS*CROPS views)")
@@ -38,10 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
+    from ..data.datasets import DATASET_PRESETS
     from ..data.transforms import parse_views, resolve_eval_sizes
     from ..evaluate import build_eval_dataset, evaluate, load_eval_model, write_report
     from ..train.distributed import setup_distributed
 
+    if args.views is None:
+        args.views = DATASET_PRESETS[args.dataset].default_views
     info = setup_distributed(args.device)
     try:
         model = load_eval_model(args.model, checkpoint=args.checkpoint, num_segments=args.num_segments)
