@@ -19,6 +19,7 @@ from tdnzoo.data import (
     VideoRecord,
     build_dataset,
     count_frames,
+    load_views,
     open_video,
     read_frames,
     read_list_file,
@@ -135,6 +136,18 @@ def test_seeded_items_do_not_depend_on_workers_or_order(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(here, loaded))
     ds.set_epoch(1)  # another epoch, other draws
     assert not all(torch.equal(a, ds[i][0]) for i, a in enumerate(here))
+
+
+def test_load_views_of_one_video(media):
+    class Model:  # what load_views needs from a model
+        num_segments, frames_per_segment = 2, 5
+        pretrained_cfg = {"input_size": (3, 56, 56), "crop_pct": 0.875}
+
+    views = load_views(media / "a.mp4", Model(), views="2x3")
+    assert views.shape == (6, 10, 3, 64, 64) and views.dtype == torch.float32
+    assert load_views(media / "jpg", Model()).shape == (1, 10, 3, 56, 56)
+    with pytest.raises(VideoDecodeError):
+        load_views(media / "corrupt.mp4", Model())
 
 
 def test_corrupt_video_is_replaced_warned_and_counted(tmp_path):

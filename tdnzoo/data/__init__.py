@@ -7,7 +7,8 @@ The pieces, each usable alone:
 * :mod:`tdnzoo.data.sampling`: ``train_indices``, ``val_indices``, ``multi_clip_indices`` (official rules).
 * :mod:`tdnzoo.data.transforms`: ``MultiScaleCrop``, ``RandomHorizontalFlip`` (label swap),
   ``ThreeCrop``, ``train_transform``, ``eval_transform``, ``parse_views``.
-* :mod:`tdnzoo.data.datasets`: ``VideoDataset``, ``build_dataset`` (folder, sthv1, sthv2, kinetics).
+* :mod:`tdnzoo.data.datasets`: ``VideoDataset``, ``build_dataset`` (folder, sthv1, sthv2, kinetics),
+  ``load_views`` (the test views of one video, for prediction).
 """
 from .datasets import (
     DATASET_PRESETS,
@@ -18,6 +19,7 @@ from .datasets import (
     VideoRecord,
     build_dataset,
     load_label_names,
+    load_views,
     read_list_file,
     scan_folder,
 )
@@ -72,6 +74,7 @@ __all__ = [
     "eval_transform",
     "list_backends",
     "load_label_names",
+    "load_views",
     "open_video",
     "parse_views",
     "read_frames",

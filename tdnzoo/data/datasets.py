@@ -40,7 +40,7 @@ from torchvision.transforms import v2
 from . import sampling
 from .decode import VIDEO_EXTENSIONS, open_video
 from .errors import DataError, VideoDecodeError
-from .transforms import SOMETHING_FLIP_LABEL_MAP, eval_transform, train_transform
+from .transforms import SOMETHING_FLIP_LABEL_MAP, eval_transform, parse_views, train_transform
 
 __all__ = [
     "DATASET_PRESETS",
@@ -51,6 +51,7 @@ __all__ = [
     "VideoRecord",
     "build_dataset",
     "load_label_names",
+    "load_views",
     "read_list_file",
     "scan_folder",
 ]
@@ -481,3 +482,40 @@ def build_dataset(
         video_suffixes=preset.video_suffixes,
         **kwargs,
     )
+
+
+def load_views(
+    path: str | os.PathLike,
+    model: Any,
+    *,
+    views: str | Sequence[int] = "1x1",
+    input_size: int | None = None,
+    full_res: bool = True,
+    frame_template: str | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """The test views of one video (file or frame folder), ready for ``model``: float ``[V, T, 3, H, W]``.
+
+    Frames are sampled as in evaluation (``CLIPS`` evenly spaced clips, segment centres for one
+    clip) and transformed by :func:`eval_transform` from the model's ``pretrained_cfg``.
+
+    Args:
+        path: the video.
+        model: anything with ``num_segments``, ``frames_per_segment`` and ``pretrained_cfg``.
+        views: ``CLIPSxCROPS`` (``V = CLIPS * CROPS``, clip-major).
+
+    Raises:
+        VideoDecodeError: the video cannot be read (no replacement here).
+
+    Example:
+        >>> x = load_views("clip.mp4", model, views="1x1")       # [1, T, 3, 224, 224]
+        >>> probs = model(x).softmax(-1).mean(0)
+    """
+    clips, crops = parse_views(views)
+    dataset = VideoDataset(
+        [VideoRecord(str(path), 0)], num_segments=model.num_segments, frames_per_segment=model.frames_per_segment,
+        mode="test", num_clips=clips, frame_template=frame_template, backend=backend,
+        transform=eval_transform(model, input_size=input_size, num_crops=crops, full_res=full_res),
+    )
+    outs = [dataset._apply(clip, 0)[0] for clip in dataset.read_clips(dataset.records[0])]
+    return torch.cat([o if o.dim() == 5 else o.unsqueeze(0) for o in outs])
