@@ -1,0 +1,352 @@
+"""Reading frames from videos and frame folders, behind one small interface.
+
+A *reader* is opened on one video (a file, or a folder of numbered images) and answers two
+questions: how many frames it has (``len(reader)``) and the frames at some 0-based indices
+(``reader.get_frames(indices)``, uint8 ``[N, H, W, 3]``). Video files use PyAV by default;
+frame folders use PIL or torchvision's JPEG decoder. Other decoders plug in with
+:func:`register_backend`.
+
+Example:
+    >>> frames = read_frames("clip.mp4", [0, 4, 8])           # uint8 [3, H, W, 3]
+    >>> frames = read_frames("clip.mp4", [0, 4, 8], layout="TCHW")
+    >>> with open_video("frames/00017") as reader:           # a frame folder: 00001.jpg, ...
+    ...     n = len(reader)
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from .errors import VideoDecodeError
+
+__all__ = [
+    "FRAME_TEMPLATES",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "FrameFolderReader",
+    "PyAVReader",
+    "VideoDecodeError",
+    "VideoReader",
+    "count_frames",
+    "detect_frame_template",
+    "list_backends",
+    "open_video",
+    "read_frames",
+    "register_backend",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".ogv", ".3gp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Frame names of the official releases, tried in this order when a folder's template is not given:
+# Something-Something V1 ({:05d}.jpg), V2 frames ({:06d}.jpg), TSN/TSM extraction scripts.
+FRAME_TEMPLATES = ("{:05d}.jpg", "{:06d}.jpg", "img_{:05d}.jpg", "image_{:05d}.jpg", "{:05d}.png", "{:06d}.png")
+
+
+@runtime_checkable
+class VideoReader(Protocol):
+    """What the datasets need from a decoder. ``len(reader)`` is the frame count."""
+
+    path: str
+
+    def __len__(self) -> int: ...
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """uint8 ``[len(indices), H, W, 3]`` RGB frames at 0-based ``indices`` (repeats allowed)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _ReaderBase:
+    path: str
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def _check_indices(self, indices: Sequence[int]) -> list[int]:
+        indices = [int(i) for i in indices]
+        if not indices:
+            raise ValueError("get_frames needs at least one index")
+        if min(indices) < 0:
+            raise ValueError(f"frame indices must be >= 0, got {min(indices)} for {self.path}")
+        return indices
+
+
+class PyAVReader(_ReaderBase):
+    """A video file decoded with PyAV (FFmpeg).
+
+    Frames are decoded sequentially from the start up to the largest index asked for; only the
+    requested ones are converted to RGB. When the container announces more frames than it holds,
+    indices past the real end get the last decoded frame (as the official code clamps indices).
+
+    Args:
+        path: the video file.
+        threads: let FFmpeg decode with frame/slice threads (``"AUTO"``), or ``None`` for its default.
+
+    Raises:
+        VideoDecodeError: the file is missing, not a video, corrupt, or has no video stream.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: str | None = "AUTO") -> None:
+        import av
+
+        self.path = str(path)
+        if not os.path.isfile(self.path):
+            raise VideoDecodeError(f"video file not found: {self.path}", self.path)
+        try:
+            self._container = av.open(self.path)
+        except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+            raise VideoDecodeError(f"cannot open video {self.path}: {exc}", self.path) from exc
+        if not self._container.streams.video:
+            self._container.close()
+            raise VideoDecodeError(f"{self.path} has no video stream", self.path)
+        self._stream = self._container.streams.video[0]
+        if threads:
+            self._stream.thread_type = threads
+        self._num_frames: int | None = None
+        self._used = False
+
+    def __len__(self) -> int:
+        if self._num_frames is None:
+            self._num_frames = self._count()
+        return self._num_frames
+
+    def _count(self) -> int:
+        import av
+
+        declared = int(self._stream.frames or 0)
+        if declared > 0:  # mp4 and most containers store the exact sample count
+            return declared
+        # WebM (Something-Something V2) and some AVIs declare nothing: count packets, no decoding.
+        try:
+            self._rewind()
+            count = sum(1 for packet in self._container.demux(self._stream) if packet.size)
+        except av.FFmpegError as exc:
+            raise VideoDecodeError(f"cannot read {self.path}: {exc}", self.path) from exc
+        self._used = True
+        if count == 0:
+            raise VideoDecodeError(f"{self.path} holds no video frames", self.path)
+        return count
+
+    def _rewind(self) -> None:
+        if self._used:
+            self._container.seek(0, stream=self._stream)
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        import av
+
+        indices = self._check_indices(indices)
+        wanted = set(indices)
+        last_wanted = max(indices)
+        found: dict[int, torch.Tensor] = {}
+        last_index, last_frame = -1, None
+        try:
+            self._rewind()
+            self._used = True
+            for i, frame in enumerate(self._container.decode(self._stream)):
+                last_index, last_frame = i, frame
+                if i in wanted:
+                    found[i] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                if i >= last_wanted:
+                    break
+        except (av.FFmpegError, ValueError, MemoryError) as exc:
+            raise VideoDecodeError(f"cannot decode {self.path}: {exc}", self.path) from exc
+        if last_frame is None:
+            raise VideoDecodeError(f"{self.path} holds no decodable video frames", self.path)
+        if last_index < last_wanted:  # the container promised more frames than it has
+            self._num_frames = last_index + 1
+            tail = found.get(last_index)
+            if tail is None:
+                tail = torch.from_numpy(last_frame.to_ndarray(format="rgb24"))
+            for i in wanted:
+                if i > last_index:
+                    found[i] = tail
+        return torch.stack([found[i] for i in indices])
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def detect_frame_template(folder: str | os.PathLike, names: Sequence[str] | None = None) -> str:
+    """The frame file template of a folder, e.g. ``'{:05d}.jpg'``, from its first frame's name.
+
+    Raises:
+        VideoDecodeError: no file matches one of :data:`FRAME_TEMPLATES`.
+    """
+    names = set(os.listdir(folder) if names is None else names)
+    for template in FRAME_TEMPLATES:
+        if template.format(1) in names or template.format(0) in names:
+            return template
+    raise VideoDecodeError(
+        f"cannot tell the frame names in {folder}: expected files such as "
+        f"{', '.join(t.format(1) for t in FRAME_TEMPLATES)}; pass the template explicitly",
+        str(folder),
+    )
+
+
+class FrameFolderReader(_ReaderBase):
+    """A folder of numbered RGB images, one per frame (``00001.jpg``, ``00002.jpg``, ...).
+
+    Args:
+        path: the folder.
+        template: file name template; detected from the folder when ``None``.
+        start_index: number of the first frame (1 in the official releases).
+        num_frames: frame count when known (from a list file); counted from the folder otherwise.
+        image_backend: ``'pil'`` (Pillow) or ``'torchvision'`` (``torchvision.io.decode_image``).
+
+    Raises:
+        VideoDecodeError: the folder is missing or empty, or a frame cannot be read.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        template: str | None = None,
+        start_index: int | None = None,
+        num_frames: int | None = None,
+        image_backend: str = "pil",
+    ) -> None:
+        self.path = str(path)
+        if image_backend not in ("pil", "torchvision"):
+            raise ValueError(f"image_backend must be 'pil' or 'torchvision', got {image_backend!r}")
+        self.image_backend = image_backend
+        if not os.path.isdir(self.path):
+            raise VideoDecodeError(f"frame folder not found: {self.path}", self.path)
+        names = None
+        if template is None or num_frames is None or start_index is None:
+            names = set(os.listdir(self.path))
+        self.template = template or detect_frame_template(self.path, names)
+        if start_index is None:
+            start_index = 0 if self.template.format(0) in names and self.template.format(1) not in names else 1
+        self.start_index = start_index
+        if num_frames is None:
+            num_frames = 0
+            while self.template.format(self.start_index + num_frames) in names:
+                num_frames += 1
+        if num_frames <= 0:
+            raise VideoDecodeError(f"no frames named like {self.template} in {self.path}", self.path)
+        self._num_frames = int(num_frames)
+
+    def __len__(self) -> int:
+        return self._num_frames
+
+    def frame_path(self, index: int) -> str:
+        """File of the 0-based frame ``index``."""
+        return os.path.join(self.path, self.template.format(self.start_index + index))
+
+    def _load(self, index: int) -> torch.Tensor:
+        path = self.frame_path(index)
+        try:
+            if self.image_backend == "torchvision":
+                with warnings.catch_warnings():  # torchvision >= 0.29 deprecates its decoders in favour of torchcodec
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    from torchvision.io import ImageReadMode, decode_image, read_file
+
+                    return decode_image(read_file(path), mode=ImageReadMode.RGB).permute(1, 2, 0).contiguous()
+            import numpy as np
+            from PIL import Image
+
+            with Image.open(path) as img:
+                return torch.from_numpy(np.asarray(img.convert("RGB")).copy())
+        except (OSError, RuntimeError, ValueError, SyntaxError) as exc:
+            raise VideoDecodeError(f"cannot read frame {path}: {exc}", self.path) from exc
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        indices = self._check_indices(indices)
+        # Past the end, use the last frame, as the official code clamps its indices.
+        cache: dict[int, torch.Tensor] = {}
+        frames = []
+        for i in indices:
+            i = min(i, self._num_frames - 1)
+            if i not in cache:
+                cache[i] = self._load(i)
+            frames.append(cache[i])
+        shapes = {tuple(f.shape) for f in frames}
+        if len(shapes) > 1:
+            raise VideoDecodeError(f"frames of {self.path} differ in size: {sorted(shapes)}", self.path)
+        return torch.stack(frames)
+
+
+Opener = Callable[..., VideoReader]
+_BACKENDS: dict[str, Opener] = {"pyav": PyAVReader, "frames": FrameFolderReader}
+
+
+def register_backend(name: str, opener: Opener) -> None:
+    """Make ``opener(path, **kwargs) -> VideoReader`` available as ``backend=name``.
+
+    Example:
+        >>> register_backend("decord", MyDecordReader)
+        >>> read_frames("a.mp4", [0, 1], backend="decord")
+    """
+    _BACKENDS[name] = opener
+
+
+def list_backends() -> list[str]:
+    """Names accepted by ``backend=``."""
+    return sorted(_BACKENDS)
+
+
+def open_video(path: str | os.PathLike, *, backend: str | None = None, **kwargs) -> VideoReader:
+    """Open a video file (PyAV) or a frame folder.
+
+    Args:
+        path: a video file or a folder of numbered frames.
+        backend: a name from :func:`list_backends`; ``None`` picks ``'frames'`` for folders and
+            ``'pyav'`` for files.
+        **kwargs: passed to the reader (e.g. ``template=``, ``num_frames=`` for frame folders).
+
+    Raises:
+        VideoDecodeError: missing, unreadable or corrupt.
+    """
+    if backend is None:
+        backend = "frames" if Path(path).is_dir() else "pyav"
+    try:
+        opener = _BACKENDS[backend]
+    except KeyError:
+        raise ValueError(f"unknown video backend {backend!r}; known: {', '.join(list_backends())}") from None
+    return opener(path, **kwargs)
+
+
+def count_frames(path: str | os.PathLike, *, backend: str | None = None, **kwargs) -> int:
+    """Number of frames of a video file or frame folder."""
+    with open_video(path, backend=backend, **kwargs) as reader:
+        return len(reader)
+
+
+def read_frames(
+    path: str | os.PathLike,
+    indices: Sequence[int],
+    *,
+    layout: str = "THWC",
+    backend: str | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """uint8 RGB frames at 0-based ``indices`` of a video file or frame folder.
+
+    Args:
+        path: a video file or a folder of numbered frames.
+        indices: frame indices, any order, repeats allowed.
+        layout: ``'THWC'`` (``[T, H, W, 3]``) or ``'TCHW'`` (``[T, 3, H, W]``, torchvision's video layout).
+        backend: see :func:`open_video`.
+
+    Raises:
+        VideoDecodeError: missing, unreadable or corrupt.
+    """
+    if layout not in ("THWC", "TCHW"):
+        raise ValueError(f"layout must be 'THWC' or 'TCHW', got {layout!r}")
+    with open_video(path, backend=backend, **kwargs) as reader:
+        frames = reader.get_frames(indices)
+    return frames.permute(0, 3, 1, 2).contiguous() if layout == "TCHW" else frames
+
