@@ -25,6 +25,16 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "load_checkpoint",
+    "predict",
     "save_weights",
     "temporalize",
 ]
+
+
+def __getattr__(name: str):
+    # ``tdnzoo.predict`` brings the video stack (PyAV, torchvision transforms) on first use: `import tdnzoo` stays light.
+    if name == "predict":
+        from .prediction import predict
+
+        return predict
+    raise AttributeError(f"module 'tdnzoo' has no attribute {name!r}")

@@ -34,6 +34,7 @@ from .errors import CheckpointError, TdnzooError
 
 __all__ = [
     "EvalResult",
+    "average_view_scores",
     "build_eval_dataset",
     "evaluate",
     "load_eval_model",
@@ -110,6 +111,14 @@ class EvalResult:
             "skipped_videos": len(self.skipped),
             "skipped_paths": list(self.skipped),
         }
+
+
+def average_view_scores(logits: torch.Tensor, num_views: int) -> torch.Tensor:
+    """Softmax per view, averaged over each video's ``num_views`` consecutive views: ``[B*V, C] -> [B, C]``.
+
+    The official protocols average probabilities, not logits.
+    """
+    return logits.float().softmax(dim=1).view(-1, num_views, logits.shape[-1]).mean(dim=1)
 
 
 def _read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -273,7 +282,7 @@ def evaluate(
                 logits = model(flat)
         else:
             logits = model(flat)
-        p = logits.float().softmax(dim=1).view(b, v, -1).mean(dim=1)
+        p = average_view_scores(logits, v)
         probs.append(p.cpu())
         labels.append(label)
         indices.append(index)
