@@ -1,0 +1,5 @@
+"""Benchmarks: the speed report (``tdnzoo bench``) and its building blocks."""
+from .speed import SpeedConfig, run_speed_benchmark, write_speed_report
+from .timing import Timing, time_interleaved
+
+__all__ = ["SpeedConfig", "Timing", "run_speed_benchmark", "time_interleaved", "write_speed_report"]

@@ -1,0 +1,93 @@
+"""``tdnzoo flops`` and ``tdnzoo bench`` (speed report; ``bench accuracy`` for the accuracy benchmark)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", default="reports/bench", help="report folder (default: reports/bench)")
+    p.add_argument("--methods", type=_csv, default=("tsn", "tsm", "tdn"), help="comma list (default tsn,tsm,tdn)")
+    p.add_argument("--backbones", type=_csv, default=("resnet50",), help="comma list of timm backbones (default resnet50)")
+    p.add_argument("--models", type=_csv, default=(), help="explicit model names; overrides --methods/--backbones")
+    p.add_argument("--num-segments", type=int, default=8)
+    p.add_argument("--size", type=int, default=160, help="frame size (default 160, reduced from 224 to finish fast)")
+    p.add_argument("--batch", type=int, default=1, help="latency batch (default 1)")
+    p.add_argument("--throughput-batch", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=10, help="timed rounds per model (interleaved)")
+    p.add_argument("--train-rounds", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step timing")
+    p.add_argument("--no-throughput", action="store_true", help="skip the batched throughput timing")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--official-tdn", default=None, metavar="PATH",
+                   help="a checkout of MCG-NJU/TDN: also time its TDN-R50 with the same weights")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_bench)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("flops", help="GFLOPs per view with a per-module breakdown (fvcore)")
+    p.add_argument("name", help="model name, e.g. tdn_resnet50")
+    p.add_argument("--num-segments", type=int, default=None)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_flops)
+
+    bench = sub.add_parser(
+        "bench", help="speed report (default) or 'bench accuracy'",
+        description="Speed report: params, GFLOPs, latency, throughput, training step and memory of TSN/TSM/TDN, "
+        "timed interleaved in one process; writes report.md, results.json and speed.png. "
+        "'tdnzoo bench accuracy --help' for the accuracy benchmark.",
+    )
+    _add_speed_arguments(bench)
+    modes = bench.add_subparsers(dest="bench_command", metavar="{speed,accuracy}")
+    _add_speed_arguments(modes.add_parser("speed", help="the speed report (the default)"))
+    accuracy = modes.add_parser("accuracy", help="train and compare TSN/TSM/TDN on a generated temporal dataset")
+    try:
+        module = importlib.import_module("tdnzoo.accuracy_bench")
+    except ModuleNotFoundError:
+        accuracy.set_defaults(func=lambda args: print("the accuracy benchmark is not installed") or 2)
+    else:
+        module.add_arguments(accuracy)
+        accuracy.set_defaults(func=module.run)
+
+
+def run_flops(args: argparse.Namespace) -> int:
+    import json
+
+    from ..flops import flop_breakdown
+
+    result = flop_breakdown(args.name, num_segments=args.num_segments, input_size=args.size)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench import SpeedConfig, run_speed_benchmark, write_speed_report
+    from ..bench.speed import markdown_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = SpeedConfig(
+        methods=args.methods, backbones=args.backbones, models=args.models, num_segments=args.num_segments,
+        size=args.size, batch=args.batch, throughput_batch=args.throughput_batch, rounds=args.rounds,
+        train_rounds=args.train_rounds, warmup=args.warmup, device=args.device, dtype=args.dtype,
+        channels_last=args.channels_last, compile=args.compile, train=not args.no_train,
+        throughput=not args.no_throughput, official_tdn=args.official_tdn,
+    )
+    result = run_speed_benchmark(config, progress=not args.no_progress)
+    paths = write_speed_report(result, args.output)
+    print(markdown_table(result))
+    print(f"\nwrote {paths['markdown']}, {paths['json']}, {paths['plot']}")
+    return 0
