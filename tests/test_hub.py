@@ -193,6 +193,12 @@ def test_sha256_mismatch_is_an_error(tiny, tiny_tag, hub_cache):
     assert "0" * 64 in str(err.value) and sha256_of(tiny.folder / "model.safetensors") in str(err.value)
 
 
+def test_missing_weights_file_is_a_clear_error(tiny, hub_cache):
+    hub_cache(REPO, {"config.json": tiny.folder / "config.json"})
+    with pytest.raises(HubFileNotFoundError, match="model.safetensors / pytorch_model.bin"):
+        tdnzoo.create_model(f"hf-hub:{REPO}", pretrained=True)
+
+
 def test_missing_repo_offline_is_a_fast_clear_error(hub_cache):
     start = time.perf_counter()
     with pytest.raises(HubFileNotFoundError, match="HF_HUB_OFFLINE") as err:
