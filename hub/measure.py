@@ -28,15 +28,15 @@ def count_params(model: nn.Module) -> int:
 
 def count_flops(model: nn.Module, size: int = 224) -> int:
     """fvcore flops of one view ``[1, num_frames, 3, size, size]`` in eval mode."""
-    from fvcore.nn import FlopCountAnalysis
-
     model.eval()
     clip = torch.zeros(1, model.num_frames, 3, size, size)
-    analysis = FlopCountAnalysis(model, clip)
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's notice on the jit tracer fvcore uses
+        from fvcore.nn import FlopCountAnalysis
+
+        analysis = FlopCountAnalysis(model, clip)
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
         return int(analysis.total())
 
 
