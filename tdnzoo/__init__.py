@@ -7,6 +7,8 @@ from .errors import (
     UnknownModelError,
     UnsupportedBackboneError,
 )
+from .hub import push_to_hub, save_pretrained
+from .labels import load_label_names
 from .models import METHODS, VideoClassifier, create_model, list_models, temporalize
 from .pretrained import get_pretrained_cfg, list_pretrained
 from .version import __version__
@@ -25,7 +27,10 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "load_checkpoint",
+    "load_label_names",
     "predict",
+    "push_to_hub",
+    "save_pretrained",
     "save_weights",
     "temporalize",
 ]

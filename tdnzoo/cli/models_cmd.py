@@ -26,19 +26,32 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
 def run_info(args: argparse.Namespace) -> int:
     from ..models import create_model
+    from ..pretrained import weights_status
 
-    model = create_model(args.name, num_segments=args.num_segments)
+    model = create_model(args.name, num_segments=args.num_segments)  # metadata only: no weights needed
     info = dict(model.pretrained_cfg)
     info["params"] = sum(p.numel() for p in model.parameters())
     info["num_frames"] = model.num_frames
     info["num_features"] = model.num_features
-    info.pop("label_names", None)
+    labels = info.pop("label_names", None)
+    if labels:
+        info["label_names"] = f"{len(labels)} names: {labels[0]!r}, {labels[1]!r}, ... (model.pretrained_cfg['label_names'])"
+    if info.get("tag"):
+        info["weights"] = weights_status(info)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
     width = max(len(k) for k in info)
     for key, value in info.items():
-        print(f"{key:<{width}}  {value}")
+        print(f"{key:<{width}}  {_show(value)}")
     return 0

@@ -84,19 +84,16 @@ def create_model(
     build_classes = int(trained_classes) if pretrained and trained_classes else num_classes
     model = temporalize(backbone, method, num_segments, num_classes=build_classes, **kwargs)
     if cfg:
-        model.pretrained_cfg.update(cfg)
-        model.pretrained_cfg["num_segments"] = num_segments
+        from ..pretrained import apply_pretrained_cfg
+
+        apply_pretrained_cfg(model, cfg)
 
     if pretrained:
-        from ..pretrained import load_pretrained
+        from ..pretrained import load_pretrained, reset_pretrained_head
 
         load_pretrained(model, cfg)
         if num_classes != build_classes:
-            _log.warning(
-                "%s: pretrained head has %d classes, num_classes=%d requested: keeping the backbone, "
-                "resetting the classifier", model_name, build_classes, num_classes,
-            )
-            model.reset_classifier(num_classes)
+            reset_pretrained_head(model, model_name, build_classes, num_classes)
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
     return model

@@ -1,0 +1,76 @@
+"""``tdnzoo zoo-table`` (the README's model zoo table) and ``tdnzoo save-pretrained`` (a Hub-ready folder)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "zoo-table",
+        help="print the model zoo table, or rewrite it in a README",
+        description="Generate the markdown model zoo table from the pretrained configs. With --write, replace "
+        "the README section between <!-- zoo-table:start --> and <!-- zoo-table:end -->; with --check, exit 1 "
+        "when that section is stale.",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", metavar="README", help="rewrite the zoo section of this file")
+    group.add_argument("--check", metavar="README", help="exit 1 if the zoo section of this file is stale")
+    p.set_defaults(func=run_zoo_table)
+
+    p = sub.add_parser(
+        "save-pretrained",
+        help="write a model as a Hub-ready folder (weights, config.json, model card)",
+        description="Build a model (a name or NAME.TAG, with optional weights) and write model.safetensors, "
+        "config.json and README.md with tdnzoo.save_pretrained. The folder loads back with "
+        "create_model('local-dir:DIR', pretrained=True) and can be uploaded with huggingface_hub.",
+    )
+    p.add_argument("model", help="e.g. tdn_resnet50.sthv1_8f or tdn_resnet18")
+    p.add_argument("directory", help="folder to write")
+    p.add_argument("--checkpoint-path", help="weights to load first (official release, tdnzoo checkpoint, safetensors)")
+    p.add_argument("--pretrained", action="store_true", help="load the tag's pretrained weights first")
+    p.add_argument("--num-segments", type=int, default=None)
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--repo-id", help="Hub repository the folder is meant for (shown in the card)")
+    p.set_defaults(func=run_export)
+
+
+def run_zoo_table(args: argparse.Namespace) -> int:
+    from ..hub import replace_zoo_section, zoo_table
+
+    path = args.write or args.check
+    if not path:
+        print(zoo_table())
+        return 0
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        new = replace_zoo_section(text)
+    except ValueError as exc:
+        print(f"tdnzoo zoo-table: error: {path}: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        if new != text:
+            print(f"{path}: the model zoo table is stale; run `python -m tdnzoo zoo-table --write {path}`",
+                  file=sys.stderr)
+            return 1
+        print(f"{path}: the model zoo table is up to date")
+        return 0
+    if new != text:
+        Path(path).write_text(new, encoding="utf-8")
+        print(f"{path}: model zoo table rewritten")
+    else:
+        print(f"{path}: model zoo table already up to date")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..hub import save_pretrained
+    from ..models import create_model
+
+    model = create_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes,
+                         num_segments=args.num_segments, checkpoint_path=args.checkpoint_path)
+    folder = save_pretrained(model, args.directory, repo_id=args.repo_id)
+    print(f"wrote {folder}: model.safetensors, config.json, README.md ({model.num_classes} classes, "
+          f"{model.num_segments} segments); load it with tdnzoo.create_model('local-dir:{folder}', pretrained=True)")
+    return 0
