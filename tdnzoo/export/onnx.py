@@ -196,7 +196,10 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     proto = onnx.load(os.fspath(path), load_external_data=False)
     meta: dict[str, Any] = {}
     for prop in proto.metadata_props:
-        meta[prop.key] = json.loads(prop.value) if prop.key in _JSON_KEYS else prop.value
+        meta[prop.key] = prop.value
+        if prop.key in _JSON_KEYS:
+            with contextlib.suppress(ValueError):  # another producer's plain string stays a string
+                meta[prop.key] = json.loads(prop.value)
     return meta
 
 
