@@ -1,0 +1,54 @@
+"""The speed report: interleaved timing, memory, and every report file from a tiny run."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tdnzoo.bench import SpeedConfig, run_speed_benchmark, time_interleaved, write_speed_report
+from tdnzoo.bench.memory import peak_memory_bytes
+from tdnzoo.cli import main
+
+
+def test_timing_is_round_robin_after_warmup():
+    calls = []
+    timings = time_interleaved([lambda: calls.append("a"), lambda: calls.append("b")], rounds=3, warmup=1)
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert [len(t.samples) for t in timings] == [3, 3] and timings[0].median >= 0
+
+
+def test_peak_memory_counts_live_tensors():
+    def work():
+        a = torch.ones(1024, 1024)  # 4 MiB
+        b = a * 2  # 4 MiB more while a is alive
+        del a
+        return b.sum()
+
+    peak = peak_memory_bytes(work)
+    assert 8 * 2**20 <= peak < 9 * 2**20
+
+
+def test_tiny_report_has_every_file_and_ratios(tmp_path):
+    config = SpeedConfig(backbones=("test_resnet",), num_segments=2, size=64, rounds=2, train_rounds=1, warmup=1,
+                         throughput_batch=2)
+    result = run_speed_benchmark(config, progress=False)
+    paths = write_speed_report(result, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    rows = {r["model"]: r for r in data["rows"]}
+    assert set(rows) == {"tsn_test_resnet", "tsm_test_resnet", "tdn_test_resnet"}
+    assert rows["tsn_test_resnet"]["latency_ratio"] == 1.0
+    tdn = rows["tdn_test_resnet"]
+    assert tdn["latency_ms"] > 0 and tdn["train_step_ms"] > 0 and tdn["throughput_clips_s"] > 0
+    assert tdn["gflops_ratio"] > 1.0 and tdn["peak_memory_mb"] > 0
+    assert data["machine"]["torch"] == torch.__version__ and data["settings"]["size"] == 64
+    md = paths["markdown"].read_text()
+    assert "| tdn_test_resnet |" in md and "Machine:" in md and "--official-tdn" in md
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_command(tmp_path, capsys):
+    argv = ["bench", "--models", "tsn_test_resnet,tdn_test_resnet", "--num-segments", "2", "--size", "64",
+            "--rounds", "1", "--warmup", "0", "--no-train", "--no-throughput", "--no-progress", "--output", str(tmp_path)]
+    assert main(argv) == 0
+    assert "| tdn_test_resnet |" in capsys.readouterr().out
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "speed.png").is_file()
