@@ -1,9 +1,11 @@
 """Composable temporal layers: each works on per-frame maps ``[B*T, C, H, W]``."""
+from ._fast import reference_ops
 from .consensus import SegmentConsensus
 from .shift import TemporalConv, TemporalShift, shift_kernel
-from .tdm import LongTermTDM, ShortTermTDM, frame_differences, fuse_difference
+from .tdm import LongTermStack, LongTermTDM, ShortTermTDM, frame_differences, fuse_difference
 
 __all__ = [
+    "LongTermStack",
     "LongTermTDM",
     "SegmentConsensus",
     "ShortTermTDM",
@@ -11,5 +13,6 @@ __all__ = [
     "TemporalShift",
     "frame_differences",
     "fuse_difference",
+    "reference_ops",
     "shift_kernel",
 ]

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._fast import fast_ops_enabled
+
 __all__ = ["TemporalShift", "TemporalConv", "shift_kernel"]
 
 
@@ -76,7 +78,8 @@ class TemporalConv(nn.Module):
     The official TDN ``ShiftModule``: weight ``[C, 1, 3]`` initialised to the shift above, so at
     init it equals :class:`TemporalShift`. The official code permutes to ``[B*H*W, C, T]`` and
     runs ``Conv1d``; a kernel-3 depthwise conv along time is three per-channel scaled copies of
-    the input, which we add directly on ``[B, T, C, H, W]`` (no permutes, channels_last-safe).
+    the input, which we accumulate directly on ``[B, T, C, H, W]`` (no permutes, no padding
+    copies, channels_last-safe).
     ``out[t] = w0 * x[t-1] + w1 * x[t] + w2 * x[t+1]``, as ``Conv1d`` cross-correlation.
     """
 
@@ -87,12 +90,29 @@ class TemporalConv(nn.Module):
         self.fold_div = fold_div
         self.weight = nn.Parameter(shift_kernel(channels, fold_div))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Temporal convolution of ``x``; ``out`` (same shape, no autograd) receives the result."""
         x5 = _split_time(x, self.num_segments)
+        if not fast_ops_enabled():
+            return self.reference_forward(x)
         w = self.weight.to(x.dtype).view(1, 1, self.channels, 3, 1, 1)
-        out = torch.addcmul(_prev(x5) * w[:, :, :, 0], x5, w[:, :, :, 1])
-        out = torch.addcmul(out, _next(x5), w[:, :, :, 2])
-        return out.view_as(x)
+        # Three passes and no padded copies: the centre tap writes every frame, then the two
+        # neighbour taps accumulate into the frames that have a neighbour (zero padding elsewhere).
+        if out is None:
+            out5 = x5 * w[:, :, :, 1]
+        else:
+            out5 = torch.mul(x5, w[:, :, :, 1], out=out.view_as(x5))
+        out5[:, 1:].addcmul_(x5[:, :-1], w[:, :, :, 0])
+        out5[:, :-1].addcmul_(x5[:, 1:], w[:, :, :, 2])
+        return out5.view_as(x)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The official formulation: permute to ``[B*H*W, C, T]`` and run a depthwise ``Conv1d``."""
+        nt, c, h, w = x.shape
+        t = self.num_segments
+        y = x.view(nt // t, t, c, h, w).permute(0, 3, 4, 2, 1).reshape(-1, c, t)
+        y = F.conv1d(y, self.weight.to(x.dtype), padding=1, groups=c)
+        return y.view(nt // t, h, w, c, t).permute(0, 4, 3, 1, 2).reshape(nt, c, h, w)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, num_segments={self.num_segments}, fold_div={self.fold_div}"

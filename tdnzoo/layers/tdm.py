@@ -10,22 +10,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .shift import _split_time
+from ._fast import (
+    add_upsampled,
+    avg_pool2x2,
+    batch_norm,
+    bn_affine,
+    bn_is_affine,
+    conv_bn,
+    eager_inference,
+    fast_ops_enabled,
+    is_channels_last,
+    pointwise,
+)
+from .shift import TemporalConv, _split_time
 
-__all__ = ["LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
-
-
-def _bn_per_direction(bn: nn.BatchNorm2d, y: torch.Tensor) -> torch.Tensor:
-    """BatchNorm on ``[fwd; bwd]`` stacked on the batch dim.
-
-    In eval mode BN is per-element affine, so one call serves both halves. In training the
-    official code normalises each direction with its own batch statistics (and updates the
-    running statistics twice), so we do exactly that.
-    """
-    if not bn.training:
-        return bn(y)
-    forward, backward = y.chunk(2)
-    return torch.cat((bn(forward), bn(backward)))
+__all__ = ["LongTermStack", "LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
 
 
 class LongTermTDM(nn.Module):
@@ -36,8 +35,16 @@ class LongTermTDM(nn.Module):
     ``conv_neighbor(b)[t+1] - b[t]`` (zero at the last segment) and the backward one
     ``conv_neighbor(b)[t-1] - b[t]`` (zero at the first). Each passes through three equally
     weighted branches (identity; 2x2 avg-pool, 3x3 conv, BN, nearest upsample; 3x3 conv, BN)
-    and a 1x1 conv back to ``C`` with BN; ``sigmoid(.) - 0.5`` of both directions is averaged
-    into an attention map ``y`` and the output is ``x + x * y``.
+    and a 1x1 conv back to ``C`` with BN, giving logits ``z_f`` and ``z_b``;
+    ``sigmoid(z) - 0.5`` of both directions is averaged into an attention map ``y`` and the
+    output is ``x + x * y``.
+
+    The computation is rearranged for speed, with the same result up to float rounding:
+    ``y = 0.5 * (sigmoid(z_f) - sigmoid(-z_b))`` (as ``sigmoid(z) = 1 - sigmoid(-z)``) with the
+    sign of ``-z_b`` folded into the weights, so the full-resolution work is one 1x1 product
+    per direction, a sigmoid, a subtraction and an ``addcmul``. In eval mode every BN folds
+    into the convolution before it and the 1/3 branch weights into ``conv_expand``, and
+    inference reuses its buffers. Both directions share all weights and run as one batch.
 
     Args:
         channels: input and output channels ``C``.
@@ -62,37 +69,115 @@ class LongTermTDM(nn.Module):
         self.conv_expand = nn.Conv2d(hidden, channels, 1, bias=False)
         self.bn_expand = nn.BatchNorm2d(channels)
 
+    def _stacked_differences(self, b: torch.Tensor) -> torch.Tensor:
+        """``[fwd; bwd]`` differences of the bottleneck ``b``, stacked on the batch."""
+        nb = self.conv_neighbor(b)
+        b5 = _split_time(b, self.num_segments)
+        nb5 = nb.view_as(b5)
+        diff = b5.new_zeros((2, *b5.shape))  # zero at each direction's open end
+        diff[0, :, :-1] = nb5[:, 1:] - b5[:, :-1]
+        diff[1, :, 1:] = nb5[:, :-1] - b5[:, 1:]
+        return diff.flatten(0, 2)
+
     def differences(self, x: torch.Tensor) -> torch.Tensor:
         """Forward and backward feature differences stacked on the batch: ``[2*B*T, C//r, H, W]``.
 
         The first half is ``conv_neighbor(b)[t+1] - b[t]`` (zero at the last segment), the
         second ``conv_neighbor(b)[t-1] - b[t]`` (zero at the first).
         """
-        b = self.bn_reduce(self.conv_reduce(x))
-        b5 = _split_time(b, self.num_segments)
-        nb5 = _split_time(self.conv_neighbor(b), self.num_segments)
-        pad_end, pad_start = (0, 0, 0, 0, 0, 0, 0, 1), (0, 0, 0, 0, 0, 0, 1, 0)
-        forward = F.pad(nb5[:, 1:] - b5[:, :-1], pad_end)
-        backward = F.pad(nb5[:, :-1] - b5[:, 1:], pad_start)
-        # Both directions share every weight, so they run as one batch: [forward; backward].
-        return torch.cat((forward, backward)).flatten(0, 1)
+        return self._stacked_differences(self.bn_reduce(self.conv_reduce(x)))
+
+    def _signed_logits(self, x: torch.Tensor, inplace: bool = False) -> list[torch.Tensor]:
+        """``[z_f, -z_b]``, each ``[B*T, C, H, W]``."""
+        norms = (self.bn_reduce, self.bn_pooled, self.bn_full, self.bn_expand)
+        if all(bn_is_affine(bn) for bn in norms):
+            diff = self._stacked_differences(conv_bn(self.conv_reduce, self.bn_reduce, x))
+            pooled = conv_bn(self.conv_pooled, self.bn_pooled, avg_pool2x2(diff))
+            mixed = conv_bn(self.conv_full, self.bn_full, diff)
+            mixed = add_upsampled(mixed.add_(diff) if inplace else mixed + diff, pooled, inplace=inplace)
+            # The branches weigh 1/3 each and the last BN is affine: one product per direction
+            # does the rest, with the sign of the backward direction folded in.
+            scale, shift = bn_affine(self.bn_expand)
+            weight = self.conv_expand.weight.flatten(1) * (scale / 3.0).unsqueeze(1)
+            return pointwise(
+                mixed, torch.stack((weight, -weight)), torch.stack((shift, -shift)),
+                inplace=inplace, channels_last=is_channels_last(x),
+            )
+        # Training: the official code calls each BN once per direction, so each direction is
+        # normalised with its own batch statistics and the running statistics update twice.
+        diff = self.differences(x)
+        pooled = self._per_direction(self.bn_pooled, self.conv_pooled(avg_pool2x2(diff)))
+        full = self._per_direction(self.bn_full, self.conv_full(diff))
+        mixed = add_upsampled(diff + full, pooled) * (1.0 / 3.0)
+        weight = self.conv_expand.weight.flatten(1).expand(2, -1, -1)
+        forward, backward = pointwise(mixed, weight, channels_last=is_channels_last(x))
+        return [batch_norm(self.bn_expand, forward), batch_norm(self.bn_expand, backward, gain=-1.0)]
+
+    @staticmethod
+    def _per_direction(bn: nn.BatchNorm2d, y: torch.Tensor) -> torch.Tensor:
+        if bn_is_affine(bn):
+            return bn(y)
+        forward, backward = y.chunk(2)
+        return torch.cat((bn(forward), bn(backward)))
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The map ``y`` in ``x + x * y``, in ``(-0.5, 0.5)``."""
+        forward, negated_backward = self._signed_logits(x)
+        return 0.5 * (torch.sigmoid(forward) - torch.sigmoid(negated_backward))
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The official formulation, op for op (see the class doc); slower, same result."""
         diff = self.differences(x)
-        pooled = _bn_per_direction(self.bn_pooled, self.conv_pooled(F.avg_pool2d(diff, 2)))
-        pooled = F.interpolate(pooled, size=diff.shape[-2:])  # nearest, as the official code
-        full = _bn_per_direction(self.bn_full, self.conv_full(diff))
-        mixed = (1.0 / 3.0) * diff + (1.0 / 3.0) * pooled + (1.0 / 3.0) * full
-        gate = torch.sigmoid(_bn_per_direction(self.bn_expand, self.conv_expand(mixed))) - 0.5
+        pooled = self._per_direction(self.bn_pooled, self.conv_pooled(F.avg_pool2d(diff, 2)))
+        pooled = F.interpolate(pooled, size=diff.shape[-2:])
+        full = self._per_direction(self.bn_full, self.conv_full(diff))
+        mixed = diff / 3.0 + pooled / 3.0 + full / 3.0
+        gate = torch.sigmoid(self._per_direction(self.bn_expand, self.conv_expand(mixed))) - 0.5
         gate_forward, gate_backward = gate.chunk(2)
-        return 0.5 * gate_forward + 0.5 * gate_backward
+        return x + x * (0.5 * gate_forward + 0.5 * gate_backward)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + x * self.attention(x)
+        return self.forward_with_spare(x)[0]
+
+    def forward_with_spare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output, and in eager inference a spare buffer of its shape that the next op may fill.
+
+        Inference computes both directions' logits into one buffer and overwrites it in place,
+        so the output and the spare are its two halves and no further full-size tensor is
+        allocated (fresh allocations cost page faults on CPU). Otherwise the spare is ``None``.
+        """
+        if not fast_ops_enabled():
+            return self.reference_forward(x), None
+        if eager_inference(x, *self.parameters()):
+            forward, negated_backward = self._signed_logits(x, inplace=True)
+            gate = forward.sigmoid_().sub_(negated_backward.sigmoid_())
+            return torch.addcmul(x, x, gate, value=0.5, out=gate), negated_backward
+        forward, negated_backward = self._signed_logits(x)
+        gate = torch.sigmoid(forward) - torch.sigmoid(negated_backward)
+        return torch.addcmul(x, x, gate, value=0.5), None  # x + x * y
 
     def extra_repr(self) -> str:
         return f"{self.channels}, num_segments={self.num_segments}, reduction={self.reduction}"
+
+
+class LongTermStack(nn.Sequential):
+    """TDN's insert in a residual block: an L-TDM (``ltdm``) then a temporal conv (``tconv``).
+
+    An ``nn.Sequential`` (same parameter names) whose inference lets the temporal conv write
+    into the spare buffer the L-TDM leaves, saving one full-size allocation per block.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ltdm = getattr(self, "ltdm", None)
+        tconv = getattr(self, "tconv", None)
+        if not isinstance(ltdm, LongTermTDM) or not isinstance(tconv, TemporalConv) or len(self) != 2:
+            return super().forward(x)
+        if not fast_ops_enabled():
+            return super().forward(x)
+        y, spare = ltdm.forward_with_spare(x)
+        if spare is None or not eager_inference(y, tconv.weight):
+            return tconv(y)
+        return tconv(y, out=spare)
 
 
 def frame_differences(frames: torch.Tensor, frames_per_segment: int) -> torch.Tensor:
@@ -110,18 +195,43 @@ def frame_differences(frames: torch.Tensor, frames_per_segment: int) -> torch.Te
     return (x[:, 1:] - x[:, :-1]).flatten(1, 2)
 
 
-def fuse_difference(x: torch.Tensor, diff: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    """``alpha * x + beta * up(diff)`` with nearest upsampling to ``x``'s size (official fusion)."""
-    if diff.shape[-2:] != x.shape[-2:]:
-        diff = F.interpolate(diff, size=x.shape[-2:])
-    return alpha * x + beta * diff
+def fuse_difference(
+    x: torch.Tensor, diff: torch.Tensor, alpha: float, beta: float, *, inplace: bool = False
+) -> torch.Tensor:
+    """``alpha * x + beta * up(diff)`` with nearest upsampling to ``x``'s size (official fusion).
+
+    For an exact 2x upsampling (the S-TDM case) only the width is upsampled into a new map and
+    the row pairs of ``x`` take it by broadcasting (a contiguous inner loop; broadcasting both
+    ways is several times slower on CPU). When ``alpha + beta == 1`` (the official weights)
+    the fusion is a single ``lerp``. With ``inplace`` the result overwrites ``x``.
+    """
+    h, w = x.shape[-2:]
+    dh, dw = diff.shape[-2:]
+    if not fast_ops_enabled():
+        return alpha * x + beta * (F.interpolate(diff, size=(h, w)) if (dh, dw) != (h, w) else diff)
+    shape = x.shape
+    if (h, w) == (2 * dh, 2 * dw) and x.dim() == 4:
+        n, c = x.shape[:2]
+        diff = diff.unsqueeze(-1).expand(n, c, dh, dw, 2).reshape(n, c, dh, 1, w)
+        x = x.view(n, c, dh, 2, w)
+    elif (dh, dw) != (h, w):
+        diff = F.interpolate(diff, size=(h, w))
+    diff = diff.to(x.dtype)
+    if alpha + beta == 1.0 and alpha != 1.0:
+        out = x.lerp_(diff, beta) if inplace else torch.lerp(x, diff, beta)  # x + beta * (diff - x)
+    elif inplace:
+        out = x.mul_(alpha).add_(diff, alpha=beta)
+    else:
+        out = torch.add(x * alpha, diff, alpha=beta)
+    return out.view(shape)
 
 
 class ShortTermTDM(nn.Module):
     """Short-term temporal difference module: the difference stream of TDN's early stages.
 
     Takes the ``frames_per_segment`` RGB frames of each segment stacked on channels,
-    ``[B*T, F*3, H, W]``; stacks their ``F-1`` differences, average-pools them 2x2 and runs them
+    ``[B*T, F*3, H, W]``; stacks their ``F-1`` differences, average-pools them 2x2 (pooling first,
+    which is equal and cheaper) and runs them
     through its own ``stem`` (a copy of the backbone's stem whose first conv takes ``(F-1)*3``
     channels) and its own copy of the first stage. Returns both feature maps; the model fuses
     them into the RGB stream with :func:`fuse_difference`.
@@ -144,7 +254,12 @@ class ShortTermTDM(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _split_time(frames, self.num_segments)  # shape check only
-        diff = F.avg_pool2d(frame_differences(frames, self.frames_per_segment), 2)
+        # Average pooling is linear, so pooling the frames before differencing gives the
+        # official pool(difference) on a quarter of the pixels.
+        if fast_ops_enabled():
+            diff = frame_differences(avg_pool2x2(frames), self.frames_per_segment)
+        else:  # the official order: difference, then pool
+            diff = F.avg_pool2d(frame_differences(frames, self.frames_per_segment), 2)
         stem_out = self.stem(diff)
         return stem_out, self.stage(stem_out)
 

@@ -15,7 +15,16 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
-from ..layers import LongTermTDM, SegmentConsensus, ShortTermTDM, TemporalConv, TemporalShift, fuse_difference
+from ..layers import (
+    LongTermStack,
+    LongTermTDM,
+    SegmentConsensus,
+    ShortTermTDM,
+    TemporalConv,
+    TemporalShift,
+    fuse_difference,
+)
+from ..layers._fast import eager_inference
 from .backbone import BackboneLayout, analyze_backbone, block_has_residual, insert_before
 
 __all__ = ["METHODS", "VideoClassifier", "official_fusion_weights", "temporalize"]
@@ -124,8 +133,9 @@ class VideoClassifier(nn.Module):
         alpha, beta = self.fusion_weights
         for module in self._plan.stem:
             y = module(y)
-        y = fuse_difference(y, stem_diff, alpha, beta)
-        y = fuse_difference(self._plan.first_stage(y), stage_diff, alpha, beta)
+        inplace = eager_inference(y, stem_diff)  # y is ours: fuse into it when autograd allows
+        y = fuse_difference(y, stem_diff, alpha, beta, inplace=inplace)
+        y = fuse_difference(self._plan.first_stage(y), stage_diff, alpha, beta, inplace=inplace)
         for module in self._plan.late:
             y = module(y)
         return y
@@ -301,7 +311,7 @@ def temporalize(
                     parts["ltdm"] = LongTermTDM(channels, num_segments, long_term_reduction)
                 if temporal_conv:
                     parts["tconv"] = TemporalConv(channels, num_segments, shift_div)
-                return nn.Sequential(parts)
+                return LongTermStack(parts)
 
             for b in blocks:
                 insert_before(b.module, b.rule.difference_before, make)
