@@ -114,7 +114,7 @@ def test_rotate_clockwise_turns_the_marker_clockwise_on_screen(seed):
 
 def test_moving_still_and_appearance_classes_differ_only_in_what_names_them():
     for seed in (0, 1, 2):
-        moving, still = syn.sample_scene("moving", seed), syn.sample_scene("still", seed)
+        moving, still = (syn.sample_scene(name, seed, FRAMES, SIZE) for name in ("moving", "still"))
         assert moving.background == still.background and np.array_equal(moving.jitter, still.jitter)
         assert moving.actor.shape == still.actor.shape and np.array_equal(moving.actor.colour, still.actor.colour)
         for a, b in zip(moving.sprites[:-1], still.sprites[:-1]):
@@ -126,17 +126,47 @@ def test_moving_still_and_appearance_classes_differ_only_in_what_names_them():
         assert abs(d[0] * e[1] - d[1] * e[0]) / np.linalg.norm(d) < 1e-6
         assert min(p0 @ (p1 - p0), p1 @ (p1 - p0)) - 1e-6 <= q @ (p1 - p0) <= max(p0 @ (p1 - p0), p1 @ (p1 - p0)) + 1e-6
 
-        # Appearance classes: one motion distribution for all, so motion carries no label; the shape differs.
+        # Appearance classes: the same actor doing the same thing (so motion carries no label); the backdrop
+        # pattern, which the other classes never have, names the class.
         scenes = [syn.sample_scene(name, seed, FRAMES, SIZE) for name in syn.APPEARANCE_CLASSES]
-        assert len({s.actor.shape for s in scenes}) == 4
-        assert not {s.actor.shape for s in scenes} & {s.shape for s in moving.sprites}
-        for s in scenes[1:]:
-            for field in ("centre", "radius", "angle", "alpha"):
+        assert [s.background["pattern"]["kind"] for s in scenes] == ["checkerboard", "stripes", "dots", "grid"]
+        assert moving.background["pattern"] is None and still.background["pattern"] is None
+        for s in scenes:
+            assert s.background["waves"] == moving.background["waves"]
+            for field in ("centre", "radius", "angle", "alpha", "colour"):
                 assert np.array_equal(getattr(s.actor, field), getattr(scenes[0].actor, field))
-        clips = [syn.render_scene(s) for s in scenes]
-        far = ~actor_mask(scenes[0]) & ~actor_mask(scenes[1])
-        same = (clips[0] == clips[1]).all(axis=-1)
-        assert same[far].mean() > 0.99 and not same.all()
+            assert s.actor.shape == moving.actor.shape
+    # The appearance classes' actor does what moving or still does, half the time each.
+    kinds = [np.ptp(syn.sample_scene("appearance_dots", s).actor.centre, axis=0).max() == 0 for s in range(40)]
+    assert 10 < sum(kinds) < 30
+
+
+def test_appearance_classes_are_told_apart_by_any_single_frame():
+    """Same seed, same scene: only the backdrop pattern differs, and it covers much of every frame."""
+    for seed in (0, 1):
+        clips = {name: syn.render_video(name, seed, 4, 64).astype(float)
+                 for name in ("moving", "still", *syn.APPEARANCE_CLASSES)}
+        plain = np.minimum(np.abs(clips["moving"] - clips["appearance_dots"]).max(-1),
+                           np.abs(clips["still"] - clips["appearance_dots"]).max(-1))
+        assert (plain > 12).mean(axis=(1, 2)).min() > 0.15  # the actor alone could not change this much
+        for i, a in enumerate(syn.APPEARANCE_CLASSES):
+            for b in syn.APPEARANCE_CLASSES[i + 1:]:
+                differ = (np.abs(clips[a] - clips[b]).max(-1) > 12).mean(axis=(1, 2))
+                assert differ.min() > 0.15, (a, b, differ)
+
+
+def test_difficulty_sets_size_clutter_and_noise():
+    for level, style in syn.STYLES.items():
+        scenes = [syn.sample_scene("moving", s, FRAMES, 64, level) for s in range(20)]
+        radii = np.array([s.actor.radius[0] / 64 for s in scenes])
+        assert (radii >= style.actor_radius[0]).all() and (radii <= style.actor_radius[1]).all()
+        assert all(style.distractors[0] <= len(s.sprites) - 1 <= style.distractors[1] for s in scenes)
+        assert all(style.noise[0] <= s.noise_sigma <= style.noise[1] for s in scenes)
+    assert syn.DEFAULT_DIFFICULTY in syn.STYLES
+    easy, hard = syn.render_video("still", 1, 4, 64, "easy"), syn.render_video("still", 1, 4, 64, "hard")
+    assert np.abs(np.diff(easy.astype(float), axis=0)).mean() < np.abs(np.diff(hard.astype(float), axis=0)).mean()
+    with pytest.raises(ValueError, match="unknown difficulty 'extreme'.*easy"):
+        syn.render_video("still", 1, difficulty="extreme")
 
 
 def test_written_mp4_decodes_to_the_rendered_frames_in_order(tmp_path):
@@ -158,7 +188,7 @@ def test_written_mp4_decodes_to_the_rendered_frames_in_order(tmp_path):
         syn.write_video(tmp_path / "float.mp4", clip.astype(np.float32))
 
 
-CLASSES_SMALL = ["move_left_to_right", "move_right_to_left", "still", "appearance_ring"]
+CLASSES_SMALL = ["move_left_to_right", "move_right_to_left", "still", "appearance_dots"]
 
 
 def small_dataset(root, **kwargs):
@@ -176,7 +206,7 @@ def test_generate_dataset_writes_a_balanced_deterministic_folder_per_class_layou
     assert manifest["counts"] == {"train": dict.fromkeys(sorted(CLASSES_SMALL), 3),
                                   "val": dict.fromkeys(sorted(CLASSES_SMALL), 2)}
     assert manifest["reversal_pairs"] == [["move_left_to_right", "move_right_to_left"]]
-    assert manifest["appearance_classes"] == ["appearance_ring"]
+    assert manifest["appearance_classes"] == ["appearance_dots"]
     assert manifest["reverse_of"]["move_left_to_right"] == "move_right_to_left"
     assert manifest["reverse_of"]["still"] == "still"
     for split, per_class in manifest["counts"].items():
@@ -190,7 +220,8 @@ def test_generate_dataset_writes_a_balanced_deterministic_folder_per_class_layou
         assert video["seed"] == syn.video_seed(3, video["class"], video["index"])
         frames = decode(root / video["path"])
         assert frames.shape == (8, 32, 32, 3)
-        assert np.abs(frames.astype(float) - syn.render_video(video["class"], video["seed"], 8, 32)).mean() < 8
+        rendered = syn.render_video(video["class"], video["seed"], 8, 32, manifest["settings"]["difficulty"])
+        assert np.abs(frames.astype(float) - rendered).mean() < 8
 
     # The same settings in two processes: the very same files.
     other = small_dataset(tmp_path / "b", workers=2)
@@ -203,6 +234,8 @@ def test_generate_dataset_writes_a_balanced_deterministic_folder_per_class_layou
     assert os.stat(root / manifest["videos"][0]["path"]).st_mtime_ns == stamp
     with pytest.raises(FileExistsError, match="other settings.*seed"):
         small_dataset(root, seed=4)
+    with pytest.raises(FileExistsError, match="other settings.*difficulty"):
+        small_dataset(root, difficulty="hard")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
@@ -238,11 +271,13 @@ def test_splits_and_bad_arguments_get_clear_errors(tmp_path):
 def test_synth_command_writes_the_dataset(tmp_path, capsys):
     out = tmp_path / "synth"
     assert main(["synth", "--output", str(out), "--classes", "appear,disappear", "moving", "--videos-per-class", "2",
-                 "--frames", "6", "--size", "32", "--splits", "train=0.5,val=0.5", "--workers", "1"]) == 0
+                 "--frames", "6", "--size", "32", "--splits", "train=0.5,val=0.5", "--workers", "1",
+                 "--difficulty", "easy"]) == 0
     assert "6 videos (train 3, val 3) of 3 classes" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["classes"] == ["appear", "disappear", "moving"]
     assert manifest["settings"]["frames"] == 6 and manifest["settings"]["codec"] == "libx264"
+    assert manifest["settings"]["difficulty"] == "easy"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4")) == sorted(
         v["path"] for v in manifest["videos"])
     assert decode(out / manifest["videos"][0]["path"]).shape == (6, 32, 32, 3)

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=syn.DEFAULT_SIZE, metavar="S",
                    help=f"frame side in pixels, even (default {syn.DEFAULT_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--difficulty", default=syn.DEFAULT_DIFFICULTY, choices=tuple(syn.STYLES),
+                   help=f"actor size, clutter, texture and noise (default {syn.DEFAULT_DIFFICULTY})")
     default_splits = ",".join(f"{k}={v:g}" for k, v in syn.DEFAULT_SPLITS.items())
     p.add_argument("--splits", default=default_splits, help=f"NAME=FRACTION,... (default {default_splits})")
     p.add_argument("--workers", type=int, default=None, metavar="W", help="processes (default: one per CPU, up to 8)")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = syn.generate_dataset(
             args.output, classes=classes, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size,
-            seed=args.seed, splits=args.splits, fps=args.fps, codec=args.codec, crf=args.crf, workers=args.workers,
+            seed=args.seed, difficulty=args.difficulty, splits=args.splits, fps=args.fps, codec=args.codec, crf=args.crf, workers=args.workers,
             progress=sys.stderr.isatty())
     except (ValueError, FileExistsError) as exc:
         print(f"tdnzoo synth: error: {exc}", file=sys.stderr)

@@ -11,9 +11,10 @@ class is about, marked with a contrasting dot (which also makes its rotation vis
   of the frames, such as TSN's average) can tell a pair apart.
 * **motion** (``kind="motion"``): ``moving`` (the actor drifts in a random direction) and ``still``
   (the same scene, the actor frozen at a random point of that path): one frame cannot separate them.
-* **appearance controls** (``kind="appearance"``): ``appearance_star``, ``appearance_cross``,
-  ``appearance_ring``, ``appearance_checker``: the actor's shape or texture names the class, and all
-  four share one motion distribution (half ``moving``, half ``still``), so motion carries no label.
+* **appearance controls** (``kind="appearance"``): ``appearance_checkerboard``, ``appearance_stripes``,
+  ``appearance_dots``, ``appearance_grid``: a backdrop pattern, visible in any frame, names the class (the
+  other classes' backgrounds are smooth); all four share one motion distribution for the actor (half
+  ``moving``, half ``still``), so motion carries no label.
 
 Shapes, colours, backgrounds, distractors, speeds, start times, camera jitter and pixel noise are
 random, drawn from the seed alone: the same ``(class, seed, frames, size)`` gives the same uint8 array.
@@ -49,6 +50,7 @@ __all__ = [
     "APPEARANCE_CLASSES",
     "CLASSES",
     "DEFAULT_CLASSES",
+    "DEFAULT_DIFFICULTY",
     "DEFAULT_FRAMES",
     "DEFAULT_SIZE",
     "DEFAULT_SPLITS",
@@ -59,6 +61,8 @@ __all__ = [
     "REVERSE_OF",
     "Scene",
     "Sprite",
+    "STYLES",
+    "Style",
     "SynthClass",
     "generate_dataset",
     "parse_splits",
@@ -122,10 +126,10 @@ def _build_classes() -> dict[str, SynthClass]:
         out[b] = SynthClass(b, "reversal_pair", a, db)
     out["moving"] = SynthClass("moving", "motion", "moving", "the marked shape drifts in a random direction")
     out["still"] = SynthClass("still", "motion", "still", "the marked shape stays where it is")
-    for shape, what in (("star", "a star"), ("cross", "a cross"), ("ring", "a ring"),
-                        ("checker", "a checkered square")):
-        name = f"appearance_{shape}"
-        out[name] = SynthClass(name, "appearance", name, f"the marked shape is {what}; it drifts or stays")
+    for pattern, what in (("checkerboard", "a checkerboard"), ("stripes", "stripes"), ("dots", "polka dots"),
+                          ("grid", "a grid of lines")):
+        name = f"appearance_{pattern}"
+        out[name] = SynthClass(name, "appearance", name, f"the backdrop shows {what}; the marked shape drifts or stays")
     return out
 
 
@@ -139,13 +143,41 @@ APPEARANCE_CLASSES: tuple[str, ...] = tuple(n for n, c in CLASSES.items() if c.k
 DEFAULT_CLASSES: tuple[str, ...] = ALL_CLASSES
 _BACKWARD = {b: a for a, b in REVERSAL_PAIRS}
 
-# Actor and distractor shapes of the temporal classes; the appearance classes own the others.
-_BASIC_SHAPES = ("circle", "triangle", "square", "pentagon")
-_APPEARANCE_SHAPE = {"appearance_star": "star", "appearance_cross": "cross", "appearance_ring": "ring",
-                     "appearance_checker": "checker"}
+_SHAPES = ("circle", "triangle", "square", "pentagon", "star", "cross", "ring")
 # Scale on the circumradius so that every shape covers a similar area.
 _SHAPE_SCALE = {"circle": 0.9, "triangle": 1.3, "square": 1.1, "pentagon": 1.0, "star": 1.3, "cross": 1.05,
-                "ring": 1.0, "checker": 1.15}
+                "ring": 1.0}
+_PATTERNS = {f"appearance_{p}": p for p in ("checkerboard", "stripes", "dots", "grid")}
+
+
+@dataclass(frozen=True)
+class Style:
+    """The ranges of a difficulty level's random draws. Sizes are fractions of the frame side; the background
+    texture (amplitude of each of its waves) and pixel noise (sigma) are in 0-255 levels; shake in pixels."""
+
+    actor_radius: tuple[float, float]
+    distractors: tuple[int, int]
+    distractor_radius: tuple[float, float]
+    texture: tuple[float, float]
+    noise: tuple[float, float]
+    shake: float
+
+
+STYLES: dict[str, Style] = {
+    "easy": Style(actor_radius=(0.15, 0.2), distractors=(0, 1), distractor_radius=(0.04, 0.07), texture=(0.0, 4.0),
+                  noise=(0.0, 1.5), shake=0.5),
+    "normal": Style(actor_radius=(0.13, 0.18), distractors=(1, 2), distractor_radius=(0.04, 0.08),
+                    texture=(3.0, 10.0), noise=(1.0, 3.0), shake=1.0),
+    "hard": Style(actor_radius=(0.09, 0.14), distractors=(1, 3), distractor_radius=(0.05, 0.09),
+                  texture=(6.0, 20.0), noise=(1.5, 6.0), shake=1.5),
+}
+DEFAULT_DIFFICULTY = "normal"
+
+
+def _style(difficulty: str) -> Style:
+    if difficulty not in STYLES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; expected one of: {', '.join(STYLES)}")
+    return STYLES[difficulty]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -157,7 +189,6 @@ class Sprite:
     """A shape on screen. Per-frame arrays have length ``T``; positions are pixels, x right and y down.
 
     ``angle`` is in radians, growing clockwise on screen. ``marker`` draws the actor's contrasting dot.
-    ``colour2`` is the second colour of a textured (checker) shape.
     """
 
     shape: str
@@ -167,7 +198,6 @@ class Sprite:
     angle: np.ndarray
     alpha: np.ndarray
     marker: bool = False
-    colour2: np.ndarray | None = None
 
 
 @dataclass
@@ -277,7 +307,8 @@ def _check_geometry(frames: int, size: int) -> None:
         raise ValueError(f"size must be an even integer >= 16 (yuv420p video needs even sides); got {size!r}")
 
 
-def sample_scene(class_name: str, seed: int, frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE) -> Scene:
+def sample_scene(class_name: str, seed: int, frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE,
+                 difficulty: str = DEFAULT_DIFFICULTY) -> Scene:
     """Draw everything random about one clip of ``class_name`` from ``seed``.
 
     The scene (background, jitter, noise, distractors, the actor's looks) is drawn from streams that do not
@@ -290,41 +321,49 @@ def sample_scene(class_name: str, seed: int, frames: int = DEFAULT_FRAMES, size:
         seed: a non-negative integer.
         frames: clip length ``T``.
         size: frame side in pixels (square, even).
+        difficulty: a key of :data:`STYLES`.
     """
     _check_class(class_name)
     _check_geometry(frames, size)
+    style = _style(difficulty)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     if class_name in _BACKWARD:
-        scene = sample_scene(_BACKWARD[class_name], seed, frames, size)
+        scene = sample_scene(_BACKWARD[class_name], seed, frames, size, difficulty)
         scene.class_name, scene.time_reversed = class_name, True
         return scene
 
-    look_ss, motion_ss, frozen_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(4)
+    look_ss, motion_ss, frozen_ss, noise_ss, pattern_ss = np.random.SeedSequence(int(seed)).spawn(5)
     rng = np.random.default_rng(look_ss)
     t = np.arange(frames, dtype=np.float64)
 
-    # Background: a muted base colour plus a few plane waves (some hard-edged, i.e. stripes), as a function
-    # of world coordinates so that the camera can move over it.
+    # Background: a muted base colour plus a few smooth plane waves, as a function of world coordinates so that
+    # the camera can move over it.
     waves = []
     for _ in range(int(rng.integers(2, 5))):
         cycles, orient = rng.uniform(1.0, 6.0), rng.uniform(0.0, math.pi)
         k = 2 * math.pi * cycles / size
         direction = rng.normal(size=3) + 1.0  # mostly light/dark, with a tint
         waves.append({"k": [k * math.cos(orient), k * math.sin(orient)], "phase": float(rng.uniform(0, 2 * math.pi)),
-                      "colour": (direction / np.linalg.norm(direction) * rng.uniform(6.0, 20.0)).tolist(),
-                      "hard": bool(rng.random() < 0.35)})
+                      "colour": (direction / np.linalg.norm(direction) * rng.uniform(*style.texture)).tolist()})
     background = {"base": _hsv(rng.random(), rng.uniform(0.0, 0.35), rng.uniform(0.25, 0.55)).tolist(),
-                  "waves": waves}
+                  "waves": waves, "pattern": None}
+    if class_name in _PATTERNS:  # the appearance classes' backdrop, from its own stream
+        prng = np.random.default_rng(pattern_ss)
+        background["pattern"] = {
+            "kind": _PATTERNS[class_name], "angle": float(prng.uniform(0, math.pi)),
+            "period": float(prng.uniform(0.16, 0.26) * size), "offset": prng.uniform(0, 1, size=2).tolist(),
+            "colour": _hsv(prng.random(), prng.uniform(0.1, 0.5), prng.uniform(0.6, 0.85)).tolist(),
+            "strength": float(prng.uniform(0.5, 0.8))}
 
     # Camera shake: a random sinusoid per axis (time-reversible in distribution) plus a little per-frame jitter.
-    amp = rng.uniform(0.0, 1.5)
+    amp = rng.uniform(0.0, style.shake)
     jitter = np.stack([amp * np.sin(rng.uniform(0.2, 1.0) * t + rng.uniform(0, 2 * math.pi)) for _ in range(2)], 1)
     jitter += rng.normal(scale=0.15, size=(frames, 2))
-    noise_sigma = float(rng.uniform(1.5, 6.0))
+    noise_sigma = float(rng.uniform(*style.noise))
 
     sprites = []
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(style.distractors[0], style.distractors[1] + 1))):
         centre0 = rng.uniform(0.1, 0.9, size=2) * size
         if rng.random() < 0.5:
             centre = np.repeat(centre0[None, :], frames, axis=0)
@@ -333,20 +372,19 @@ def sample_scene(class_name: str, seed: int, frames: int = DEFAULT_FRAMES, size:
             centre = centre0 + (t / max(frames - 1, 1))[:, None] * dist * np.array([math.cos(theta), math.sin(theta)])
         spin = rng.uniform(-0.08, 0.08)
         sprites.append(Sprite(
-            shape=str(rng.choice(_BASIC_SHAPES)), colour=_hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)),
-            centre=centre, radius=np.full(frames, rng.uniform(0.05, 0.09) * size),
+            shape=str(rng.choice(_SHAPES)), colour=_hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)),
+            centre=centre, radius=np.full(frames, rng.uniform(*style.distractor_radius) * size),
             angle=rng.uniform(0, 2 * math.pi) + spin * t, alpha=np.ones(frames)))
 
     # The actor: a saturated, bright shape with a contrasting dot.
     colour = _hsv(rng.random(), rng.uniform(0.55, 1.0), rng.uniform(0.65, 1.0))
-    basic_shape = str(rng.choice(_BASIC_SHAPES))
-    radius = rng.uniform(0.09, 0.14) * size
+    shape = str(rng.choice(_SHAPES))
+    radius = rng.uniform(*style.actor_radius) * size
     angle = rng.uniform(0, 2 * math.pi)
-    colour2 = colour * rng.uniform(0.25, 0.5)
     centre, radii, angles, alpha = _actor_motion(class_name, np.random.default_rng(motion_ss),
                                                  np.random.default_rng(frozen_ss), frames, size, radius, angle)
-    sprites.append(Sprite(shape=_APPEARANCE_SHAPE.get(class_name, basic_shape), colour=colour, centre=centre,
-                          radius=radii, angle=angles, alpha=alpha, marker=True, colour2=colour2))
+    sprites.append(Sprite(shape=shape, colour=colour, centre=centre, radius=radii, angle=angles, alpha=alpha,
+                          marker=True))
     return Scene(class_name=class_name, frames=frames, size=size, background=background, jitter=jitter,
                  noise_sigma=noise_sigma, noise_seed=int(noise_ss.generate_state(1, np.uint64)[0] >> 1),
                  sprites=sprites)
@@ -384,9 +422,28 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray, radius: float) -> np.ndarr
     if shape == "star":
         boundary = _polar_polygon(theta, [1.0, 0.45] * 5)
     else:
-        sides = {"triangle": 3, "square": 4, "checker": 4, "pentagon": 5}[shape]
+        sides = {"triangle": 3, "square": 4, "pentagon": 5}[shape]
         boundary = _polar_polygon(theta, [1.0] * sides)
     return boundary * radius - d
+
+
+def _pattern(p: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Opacity (0..1, soft-edged) of an appearance class's backdrop pattern at world coordinates ``(x, y)``."""
+    period = p["period"]
+    c, s = math.cos(p["angle"]), math.sin(p["angle"])
+    a, b = (c * x + s * y) / period + p["offset"][0], (-s * x + c * y) / period + p["offset"][1]
+    # Signed distance to the nearest cell centre along each axis, in pixels.
+    da, db = (np.mod(a, 1.0) - 0.5) * period, (np.mod(b, 1.0) - 0.5) * period
+    if p["kind"] == "stripes":
+        mask = np.clip(0.25 * period - np.abs(da) + 0.5, 0.0, 1.0)
+    elif p["kind"] == "checkerboard":
+        mask = np.clip(0.5 + 2.0 * np.sin(2 * math.pi * a) * np.sin(2 * math.pi * b) * period / 8, 0.0, 1.0)
+    elif p["kind"] == "dots":
+        mask = np.clip(0.28 * period - np.hypot(da, db) + 0.5, 0.0, 1.0)
+    else:  # grid: lines along cell borders, 2 pixels wide
+        border = np.minimum(0.5 * period - np.abs(da), 0.5 * period - np.abs(db))
+        mask = np.clip(1.5 - border, 0.0, 1.0)
+    return mask * p["strength"]
 
 
 def _span(lo: float, hi: float, size: int) -> tuple[int, int]:
@@ -399,10 +456,10 @@ def _frame(scene: Scene, t: int, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     bg = scene.background
     img = np.broadcast_to(np.asarray(bg["base"], dtype=np.float64), (*gx.shape, 3)).copy()
     for w in bg["waves"]:
-        s = np.sin(w["k"][0] * x + w["k"][1] * y + w["phase"])
-        if w["hard"]:
-            s = np.tanh(4.0 * s)
-        img += s[..., None] * np.asarray(w["colour"])
+        img += np.sin(w["k"][0] * x + w["k"][1] * y + w["phase"])[..., None] * np.asarray(w["colour"])
+    if bg["pattern"] is not None:
+        mask = _pattern(bg["pattern"], x, y)[..., None]
+        img = img * (1 - mask) + np.asarray(bg["pattern"]["colour"]) * mask
     size = gx.shape[0]
     for sp in scene.sprites:
         a = float(sp.alpha[t])
@@ -420,14 +477,8 @@ def _frame(scene: Scene, t: int, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
         c, s = math.cos(sp.angle[t]), math.sin(sp.angle[t])
         u, v = c * dx + s * dy, -s * dx + c * dy  # world -> the shape's own (rotated) frame
         cover = (np.clip(_inside(sp.shape, u, v, radius) + 0.5, 0.0, 1.0) * a)[..., None]
-        if sp.shape == "checker":
-            cell = radius * 0.35
-            mix = np.clip(0.5 + 3.0 * np.sin(math.pi * u / cell) * np.sin(math.pi * v / cell), 0.0, 1.0)[..., None]
-            colour = sp.colour * (1 - mix) + sp.colour2 * mix
-        else:
-            colour = sp.colour
         patch = img[r0:r1, c0:c1]
-        patch = patch * (1 - cover) + colour * cover
+        patch = patch * (1 - cover) + sp.colour * cover
         if sp.marker:
             # The dot sits off-centre along the shape's own x axis: it names the actor and shows its rotation.
             luminance = float(sp.colour @ np.array([0.299, 0.587, 0.114]))
@@ -450,7 +501,8 @@ def render_scene(scene: Scene) -> np.ndarray:
     return np.ascontiguousarray(out[::-1]) if scene.time_reversed else out
 
 
-def render_video(class_name: str, seed: int, frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE) -> np.ndarray:
+def render_video(class_name: str, seed: int, frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE,
+                 difficulty: str = DEFAULT_DIFFICULTY) -> np.ndarray:
     """One clip of ``class_name``: uint8 ``[frames, size, size, 3]`` RGB, a pure function of the arguments.
 
     For a reversal pair, ``render_video(REVERSE_OF[c], s)`` equals ``render_video(c, s)[::-1]`` exactly.
@@ -460,12 +512,13 @@ def render_video(class_name: str, seed: int, frames: int = DEFAULT_FRAMES, size:
         seed: a non-negative integer (see :func:`video_seed` for the dataset's per-video seeds).
         frames: clip length.
         size: frame side in pixels (even, >= 16).
+        difficulty: a key of :data:`STYLES` (how big the actor is, how much clutter, texture and noise).
 
     Example:
         >>> render_video("rotate_clockwise", 0, frames=8, size=32).shape
         (8, 32, 32, 3)
     """
-    return render_scene(sample_scene(class_name, seed, frames, size))
+    return render_scene(sample_scene(class_name, seed, frames, size, difficulty))
 
 
 def video_seed(seed: int, class_name: str, index: int) -> int:
@@ -593,7 +646,7 @@ def _sha256(path: Path) -> str:
 
 def _make_one(job: dict) -> tuple[str, str]:
     """Render, encode and hash one video (runs in a worker process)."""
-    frames = render_video(job["class"], job["seed"], job["frames"], job["size"])
+    frames = render_video(job["class"], job["seed"], job["frames"], job["size"], job["difficulty"])
     final = Path(job["root"]) / job["path"]
     partial = final.with_name(f".{final.name}.partial")  # a crash never leaves a truncated .mp4 behind
     write_video(partial, frames, fps=job["fps"], codec=job["codec"], crf=job["crf"])
@@ -614,13 +667,13 @@ def _resolve_classes(classes: Iterable[str] | None) -> list[str]:
 
 def generate_dataset(output: str | os.PathLike, *, classes: Iterable[str] | None = None,
                      videos_per_class: int = DEFAULT_VIDEOS_PER_CLASS, frames: int = DEFAULT_FRAMES,
-                     size: int = DEFAULT_SIZE, seed: int = 0, splits: str | Mapping[str, float] = DEFAULT_SPLITS,
+                     size: int = DEFAULT_SIZE, seed: int = 0, difficulty: str = DEFAULT_DIFFICULTY, splits: str | Mapping[str, float] = DEFAULT_SPLITS,
                      fps: int = DEFAULT_FPS, codec: str = "auto", crf: int = DEFAULT_CRF, workers: int | None = None,
                      progress: bool = False) -> dict:
     """Write the dataset as ``output/<split>/<class>/<index>.mp4`` plus ``manifest.json`` and ``classes.txt``.
 
     Every class gets ``videos_per_class`` videos, divided among the splits in the same numbers for every class.
-    Video ``i`` of class ``c`` is ``render_video(c, video_seed(seed, c, i), frames, size)``, so the frames do
+    Video ``i`` of class ``c`` is ``render_video(c, video_seed(seed, c, i), frames, size, difficulty)``, so the frames do
     not depend on ``workers``. ``manifest.json`` is written last: if ``output`` already holds a manifest with
     the same settings (and its files), that dataset is returned without rendering anything again.
 
@@ -631,6 +684,7 @@ def generate_dataset(output: str | os.PathLike, *, classes: Iterable[str] | None
         frames: frames per video.
         size: frame side in pixels (even).
         seed: dataset seed.
+        difficulty: a key of :data:`STYLES`.
         splits: ``{split: fraction}`` or ``"train=0.75,val=0.25"``.
         fps: frame rate stored in the files.
         codec: ``"auto"`` (libx264 when available, else mpeg4), ``"libx264"`` or ``"mpeg4"``.
@@ -654,13 +708,14 @@ def generate_dataset(output: str | os.PathLike, *, classes: Iterable[str] | None
     _check_geometry(frames, size)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+    _style(difficulty)
     split_fracs = parse_splits(splits)
     counts = _split_counts(split_fracs, videos_per_class)
     if codec not in ("auto", "libx264", "mpeg4"):
         raise ValueError(f"codec must be 'auto', 'libx264' or 'mpeg4'; got {codec!r}")
     codec = _default_codec() if codec == "auto" else codec
     settings = {"generator_version": GENERATOR_VERSION, "classes": names, "videos_per_class": videos_per_class,
-                "frames": frames, "size": size, "seed": seed, "splits": split_fracs, "fps": fps, "codec": codec,
+                "frames": frames, "size": size, "seed": seed, "difficulty": difficulty, "splits": split_fracs, "fps": fps, "codec": codec,
                 "crf": crf}
 
     root = Path(output)
@@ -678,7 +733,8 @@ def generate_dataset(output: str | os.PathLike, *, classes: Iterable[str] | None
                 path = f"{split}/{name}/{index:05d}.mp4"
                 s = video_seed(seed, name, index)
                 videos.append({"path": path, "split": split, "class": name, "label": label, "index": index, "seed": s})
-                jobs.append({"class": name, "seed": s, "frames": frames, "size": size, "root": str(root),
+                jobs.append({"class": name, "seed": s, "frames": frames, "size": size, "difficulty": difficulty,
+                             "root": str(root),
                              "path": path, "fps": fps, "codec": codec, "crf": crf})
                 index += 1
 
