@@ -101,15 +101,34 @@ def test_the_marked_shape_moves_as_its_class_says(seed):
     assert visible[0] == 0 and visible[-1] > 0.01 * size * size
 
 
-@pytest.mark.parametrize("seed", [4, 5])
-def test_rotate_clockwise_turns_the_marker_clockwise_on_screen(seed):
-    scene = syn.sample_scene("rotate_clockwise", seed, FRAMES, 64)
+def marker_turn(scene: syn.Scene, mirror: bool = False) -> np.ndarray:
+    """Per-frame angle (radians, unwrapped) of the actor's dot around its centre; + is clockwise on screen."""
     plain = dataclasses.replace(scene, sprites=[*scene.sprites[:-1], dataclasses.replace(scene.actor, marker=False)])
     dot = np.abs(syn.render_scene(scene).astype(int) - syn.render_scene(plain)).max(axis=-1) > 3
-    offset = centroids(dot) - (scene.actor.centre - scene.jitter)  # dot relative to the shape's centre, in pixels
-    turn = np.unwrap(np.arctan2(offset[:, 1], offset[:, 0]))  # image axes: y points down, so + is clockwise
+    centre = scene.actor.centre - scene.jitter  # the shape's centre in pixels
+    if mirror:
+        dot, centre = dot[:, :, ::-1], np.stack([scene.size - centre[:, 0], centre[:, 1]], axis=1)
+    offset = centroids(dot) - centre
+    return np.unwrap(np.arctan2(offset[:, 1], offset[:, 0]))  # image axes: y points down
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_rotate_clockwise_turns_the_marker_clockwise_on_screen(seed):
+    turn = marker_turn(syn.sample_scene("rotate_clockwise", seed, FRAMES, 64))
     assert turn[-1] - turn[0] > np.pi / 3
     assert np.all(np.diff(turn) > -0.15)  # never turns back
+
+
+def test_a_mirrored_clip_belongs_to_its_hflip_class():
+    for name in syn.ALL_CLASSES:
+        assert syn.HFLIP_OF[syn.HFLIP_OF[name]] == name
+    assert syn.HFLIP_OF["move_left_to_right"] == "move_right_to_left"
+    assert syn.HFLIP_OF["move_top_to_bottom"] == "move_top_to_bottom" and syn.HFLIP_OF["approach"] == "approach"
+    scene = syn.sample_scene("move_left_to_right", 6, FRAMES, 64)
+    path = centroids(actor_mask(scene)[:, :, ::-1])
+    assert path[-1, 0] - path[0, 0] < -0.25 * 64  # mirrored, it moves right to left
+    turn = marker_turn(syn.sample_scene("rotate_clockwise", 6, FRAMES, 64), mirror=True)
+    assert syn.HFLIP_OF["rotate_clockwise"] == "rotate_counterclockwise" and turn[-1] - turn[0] < -np.pi / 3
 
 
 def test_moving_still_and_appearance_classes_differ_only_in_what_names_them():
@@ -209,6 +228,7 @@ def test_generate_dataset_writes_a_balanced_deterministic_folder_per_class_layou
     assert manifest["appearance_classes"] == ["appearance_dots"]
     assert manifest["reverse_of"]["move_left_to_right"] == "move_right_to_left"
     assert manifest["reverse_of"]["still"] == "still"
+    assert manifest["hflip_of"]["move_right_to_left"] == "move_left_to_right"
     for split, per_class in manifest["counts"].items():
         for name, n in per_class.items():
             files = sorted(os.listdir(root / split / name))
