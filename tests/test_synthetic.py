@@ -82,12 +82,12 @@ def test_time_reversed_clip_is_a_clip_of_the_partner_class(forward, backward):
                               np.sort(syn.render_video(backward, seed, FRAMES, SIZE).reshape(FRAMES, -1), axis=0))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_marked_shape_moves_as_its_class_says(seed):
+@pytest.mark.parametrize("seed,difficulty", [(1, "easy"), (2, "easy"), (3, "normal"), (4, "hard")])
+def test_the_marked_shape_moves_as_its_class_says(seed, difficulty):
     size = 64
     path = {}
     for name in ("move_left_to_right", "move_top_to_bottom", "moving", "still"):
-        path[name] = centroids(actor_mask(syn.sample_scene(name, seed, FRAMES, size)))
+        path[name] = centroids(actor_mask(syn.sample_scene(name, seed, FRAMES, size, difficulty)))
     (dx, dy) = path["move_left_to_right"][-1] - path["move_left_to_right"][0]
     assert dx > 0.25 * size and abs(dy) < 0.5 * dx
     (dx, dy) = path["move_top_to_bottom"][-1] - path["move_top_to_bottom"][0]
@@ -95,9 +95,9 @@ def test_the_marked_shape_moves_as_its_class_says(seed):
     assert np.linalg.norm(path["moving"][-1] - path["moving"][0]) > 0.25 * size
     assert np.ptp(path["still"], axis=0).max() < 4  # camera shake only
 
-    area = actor_mask(syn.sample_scene("approach", seed, FRAMES, size)).sum(axis=(1, 2))
+    area = actor_mask(syn.sample_scene("approach", seed, FRAMES, size, difficulty)).sum(axis=(1, 2))
     assert area[-1] > 2.5 * area[0]
-    visible = actor_mask(syn.sample_scene("appear", seed, FRAMES, size)).sum(axis=(1, 2))
+    visible = actor_mask(syn.sample_scene("appear", seed, FRAMES, size, difficulty)).sum(axis=(1, 2))
     assert visible[0] == 0 and visible[-1] > 0.01 * size * size
 
 
@@ -292,12 +292,12 @@ def test_synth_command_writes_the_dataset(tmp_path, capsys):
     out = tmp_path / "synth"
     assert main(["synth", "--output", str(out), "--classes", "appear,disappear", "moving", "--videos-per-class", "2",
                  "--frames", "6", "--size", "32", "--splits", "train=0.5,val=0.5", "--workers", "1",
-                 "--difficulty", "easy"]) == 0
+                 "--difficulty", "normal"]) == 0
     assert "6 videos (train 3, val 3) of 3 classes" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["classes"] == ["appear", "disappear", "moving"]
     assert manifest["settings"]["frames"] == 6 and manifest["settings"]["codec"] == "libx264"
-    assert manifest["settings"]["difficulty"] == "easy"
+    assert manifest["settings"]["difficulty"] == "normal"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4")) == sorted(
         v["path"] for v in manifest["videos"])
     assert decode(out / manifest["videos"][0]["path"]).shape == (6, 32, 32, 3)
