@@ -333,8 +333,8 @@ def sample_scene(class_name: str, seed: int, frames: int = DEFAULT_FRAMES, size:
     """Draw everything random about one clip of ``class_name`` from ``seed``.
 
     The scene (background, jitter, noise, distractors, the actor's looks) is drawn from streams that do not
-    depend on the class, so two classes with the same seed differ only in what the actor does (or, for the
-    appearance classes, in its shape). The second class of a reversal pair gets its partner's scene with
+    depend on the class, so two classes with the same seed differ only in what the actor does (and, for the
+    appearance classes, in the backdrop pattern). The second class of a reversal pair gets its partner's scene with
     ``time_reversed=True``.
 
     Args:
