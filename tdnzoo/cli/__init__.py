@@ -12,7 +12,8 @@ __all__ = ["build_parser", "main"]
 
 # Modules under tdnzoo.cli, each registering one or more subcommands, in help order.
 COMMAND_MODULES = (
-    "models_cmd", "convert_cmd", "hub_cmd", "train_cmd", "eval_cmd", "predict_cmd", "export_cmd", "bench_cmd",
+    "models_cmd", "convert_cmd", "hub_cmd", "train_cmd", "eval_cmd", "predict_cmd", "export_cmd", "synth_cmd",
+    "bench_cmd",
 )
 
 
