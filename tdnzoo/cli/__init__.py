@@ -11,7 +11,7 @@ from ..errors import TdnzooError
 __all__ = ["build_parser", "main"]
 
 # Modules under tdnzoo.cli, each registering one or more subcommands, in help order.
-COMMAND_MODULES = ("models_cmd", "convert_cmd", "train_cmd", "eval_cmd", "predict_cmd", "synth_cmd")
+COMMAND_MODULES = ("models_cmd", "convert_cmd", "train_cmd", "eval_cmd", "predict_cmd", "synth_cmd", "accuracy_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
