@@ -50,6 +50,7 @@ def test_tiny_run_writes_every_report_file(bench, capsys):
     # Flipping a clip turns left-to-right into right-to-left: the label map says so.
     assert s["flip_label_map"] == {"move_left_to_right": "move_right_to_left", "move_right_to_left": "move_left_to_right"}
     assert res["machine"]["cpu_count"] >= 1 and res["versions"]["torch"] == torch.__version__
+    assert res["total_cpu_s"] > 0 and res["total_s"] > res["generation_s"] > 0
     assert [m["method"] for m in res["models"]] == ["tsn", "tsm", "tdn"]
     by = {m["method"]: m for m in res["models"]}
     for m in res["models"]:
