@@ -82,12 +82,12 @@ def test_time_reversed_clip_is_a_clip_of_the_partner_class(forward, backward):
                               np.sort(syn.render_video(backward, seed, FRAMES, SIZE).reshape(FRAMES, -1), axis=0))
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_marked_shape_moves_as_its_class_says(seed):
+@pytest.mark.parametrize("seed,difficulty", [(1, "easy"), (2, "easy"), (3, "normal"), (4, "hard")])
+def test_the_marked_shape_moves_as_its_class_says(seed, difficulty):
     size = 64
     path = {}
     for name in ("move_left_to_right", "move_top_to_bottom", "moving", "still"):
-        path[name] = centroids(actor_mask(syn.sample_scene(name, seed, FRAMES, size)))
+        path[name] = centroids(actor_mask(syn.sample_scene(name, seed, FRAMES, size, difficulty)))
     (dx, dy) = path["move_left_to_right"][-1] - path["move_left_to_right"][0]
     assert dx > 0.25 * size and abs(dy) < 0.5 * dx
     (dx, dy) = path["move_top_to_bottom"][-1] - path["move_top_to_bottom"][0]
@@ -95,21 +95,40 @@ def test_the_marked_shape_moves_as_its_class_says(seed):
     assert np.linalg.norm(path["moving"][-1] - path["moving"][0]) > 0.25 * size
     assert np.ptp(path["still"], axis=0).max() < 4  # camera shake only
 
-    area = actor_mask(syn.sample_scene("approach", seed, FRAMES, size)).sum(axis=(1, 2))
+    area = actor_mask(syn.sample_scene("approach", seed, FRAMES, size, difficulty)).sum(axis=(1, 2))
     assert area[-1] > 2.5 * area[0]
-    visible = actor_mask(syn.sample_scene("appear", seed, FRAMES, size)).sum(axis=(1, 2))
+    visible = actor_mask(syn.sample_scene("appear", seed, FRAMES, size, difficulty)).sum(axis=(1, 2))
     assert visible[0] == 0 and visible[-1] > 0.01 * size * size
+
+
+def marker_turn(scene: syn.Scene, mirror: bool = False) -> np.ndarray:
+    """Per-frame angle (radians, unwrapped) of the actor's dot around its centre; + is clockwise on screen."""
+    plain = dataclasses.replace(scene, sprites=[*scene.sprites[:-1], dataclasses.replace(scene.actor, marker=False)])
+    dot = np.abs(syn.render_scene(scene).astype(int) - syn.render_scene(plain)).max(axis=-1) > 3
+    centre = scene.actor.centre - scene.jitter  # the shape's centre in pixels
+    if mirror:
+        dot, centre = dot[:, :, ::-1], np.stack([scene.size - centre[:, 0], centre[:, 1]], axis=1)
+    offset = centroids(dot) - centre
+    return np.unwrap(np.arctan2(offset[:, 1], offset[:, 0]))  # image axes: y points down
 
 
 @pytest.mark.parametrize("seed", [4, 5])
 def test_rotate_clockwise_turns_the_marker_clockwise_on_screen(seed):
-    scene = syn.sample_scene("rotate_clockwise", seed, FRAMES, 64)
-    plain = dataclasses.replace(scene, sprites=[*scene.sprites[:-1], dataclasses.replace(scene.actor, marker=False)])
-    dot = np.abs(syn.render_scene(scene).astype(int) - syn.render_scene(plain)).max(axis=-1) > 3
-    offset = centroids(dot) - (scene.actor.centre - scene.jitter)  # dot relative to the shape's centre, in pixels
-    turn = np.unwrap(np.arctan2(offset[:, 1], offset[:, 0]))  # image axes: y points down, so + is clockwise
+    turn = marker_turn(syn.sample_scene("rotate_clockwise", seed, FRAMES, 64))
     assert turn[-1] - turn[0] > np.pi / 3
     assert np.all(np.diff(turn) > -0.15)  # never turns back
+
+
+def test_a_mirrored_clip_belongs_to_its_hflip_class():
+    for name in syn.ALL_CLASSES:
+        assert syn.HFLIP_OF[syn.HFLIP_OF[name]] == name
+    assert syn.HFLIP_OF["move_left_to_right"] == "move_right_to_left"
+    assert syn.HFLIP_OF["move_top_to_bottom"] == "move_top_to_bottom" and syn.HFLIP_OF["approach"] == "approach"
+    scene = syn.sample_scene("move_left_to_right", 6, FRAMES, 64)
+    path = centroids(actor_mask(scene)[:, :, ::-1])
+    assert path[-1, 0] - path[0, 0] < -0.25 * 64  # mirrored, it moves right to left
+    turn = marker_turn(syn.sample_scene("rotate_clockwise", 6, FRAMES, 64), mirror=True)
+    assert syn.HFLIP_OF["rotate_clockwise"] == "rotate_counterclockwise" and turn[-1] - turn[0] < -np.pi / 3
 
 
 def test_moving_still_and_appearance_classes_differ_only_in_what_names_them():
@@ -209,6 +228,7 @@ def test_generate_dataset_writes_a_balanced_deterministic_folder_per_class_layou
     assert manifest["appearance_classes"] == ["appearance_dots"]
     assert manifest["reverse_of"]["move_left_to_right"] == "move_right_to_left"
     assert manifest["reverse_of"]["still"] == "still"
+    assert manifest["hflip_of"]["move_right_to_left"] == "move_left_to_right"
     for split, per_class in manifest["counts"].items():
         for name, n in per_class.items():
             files = sorted(os.listdir(root / split / name))
@@ -272,12 +292,12 @@ def test_synth_command_writes_the_dataset(tmp_path, capsys):
     out = tmp_path / "synth"
     assert main(["synth", "--output", str(out), "--classes", "appear,disappear", "moving", "--videos-per-class", "2",
                  "--frames", "6", "--size", "32", "--splits", "train=0.5,val=0.5", "--workers", "1",
-                 "--difficulty", "easy"]) == 0
+                 "--difficulty", "normal"]) == 0
     assert "6 videos (train 3, val 3) of 3 classes" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["classes"] == ["appear", "disappear", "moving"]
     assert manifest["settings"]["frames"] == 6 and manifest["settings"]["codec"] == "libx264"
-    assert manifest["settings"]["difficulty"] == "easy"
+    assert manifest["settings"]["difficulty"] == "normal"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mp4")) == sorted(
         v["path"] for v in manifest["videos"])
     assert decode(out / manifest["videos"][0]["path"]).shape == (6, 32, 32, 3)

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = syn.generate_dataset(
             args.output, classes=classes, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size,
-            seed=args.seed, difficulty=args.difficulty, splits=args.splits, fps=args.fps, codec=args.codec, crf=args.crf, workers=args.workers,
-            progress=sys.stderr.isatty())
+            seed=args.seed, difficulty=args.difficulty, splits=args.splits, fps=args.fps, codec=args.codec,
+            crf=args.crf, workers=args.workers, progress=sys.stderr.isatty())
     except (ValueError, FileExistsError) as exc:
         print(f"tdnzoo synth: error: {exc}", file=sys.stderr)
         return 2
