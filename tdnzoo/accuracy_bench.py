@@ -181,11 +181,11 @@ def _environment() -> dict[str, Any]:
 
 
 def _flip_label_map(class_names: Sequence[str]) -> dict[int, int]:
-    """Label swaps under a horizontal flip: left/right and clockwise/counter-clockwise trade places."""
-    swaps = {"move_left_to_right": "move_right_to_left", "rotate_clockwise": "rotate_counterclockwise"}
-    swaps.update({b: a for a, b in list(swaps.items())})
+    """Label swaps under a horizontal flip (the generator's ``HFLIP_OF``: left/right, clockwise/counter-clockwise)."""
+    from .data.synthetic import HFLIP_OF
+
     index = {n: i for i, n in enumerate(class_names)}
-    return {index[a]: index[b] for a, b in swaps.items() if a in index and b in index}
+    return {index[a]: index[b] for a, b in HFLIP_OF.items() if a != b and a in index and b in index}
 
 
 def _check_args(methods: Sequence[str], epochs: int, num_segments: int, size: int, videos_per_class: int) -> None:
