@@ -27,10 +27,13 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, size: int = 224) -> int:
-    """fvcore flops of one view ``[1, num_frames, 3, size, size]`` in eval mode."""
+    """fvcore flops of one view ``[1, num_frames, 3, size, size]`` in eval mode, counted on the
+    official op sequence (``reference_ops``), as ``tdnzoo.flops`` does."""
+    from tdnzoo.layers import reference_ops
+
     model.eval()
     clip = torch.zeros(1, model.num_frames, 3, size, size)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), reference_ops():
         warnings.simplefilter("ignore", FutureWarning)  # torch's notice on the jit tracer fvcore uses
         from fvcore.nn import FlopCountAnalysis
 
