@@ -72,6 +72,57 @@ def shift_kernel(channels: int, fold_div: int = 8) -> torch.Tensor:
     return weight
 
 
+def _taps(weight: torch.Tensor) -> list[torch.Tensor]:
+    """The three taps of a ``[C, 1, 3]`` kernel, each shaped to broadcast over ``[B, T, C, H, W]``."""
+    return [weight[:, 0, k].view(1, 1, -1, 1, 1) for k in range(3)]
+
+
+def _temporal_conv3(x5: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``out[t] = w0 * x[t-1] + w1 * x[t] + w2 * x[t+1]`` on ``[B, T, C, H, W]``, zero padded.
+
+    Three passes and no padded copies: the centre tap writes every frame, then the two
+    neighbour taps accumulate into the frames that have a neighbour.
+    """
+    w0, w1, w2 = _taps(weight)
+    out5 = x5 * w1 if out is None else torch.mul(x5, w1, out=out.view_as(x5))
+    out5[:, 1:].addcmul_(x5[:, :-1], w0)
+    out5[:, :-1].addcmul_(x5[:, 1:], w2)
+    return out5
+
+
+class _TemporalConv3(torch.autograd.Function):
+    """:func:`_temporal_conv3` with a hand-written backward.
+
+    Autograd through the in-place slice updates would clone full-size gradients and build
+    zero-padded slice gradients; the adjoint is just the same temporal conv with the kernel
+    flipped, and each weight gradient a per-channel dot product of shifted maps.
+    """
+
+    @staticmethod
+    def forward(ctx, x5: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x5, weight)
+        return _temporal_conv3(x5, weight)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x5, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _temporal_conv3(grad, weight.flip(-1))  # x[s] reaches out[s+1] by w0, out[s-1] by w2
+        if ctx.needs_input_grad[1]:
+            dims = (0, 1, 3, 4)
+            grad_w = torch.stack(
+                [
+                    (grad[:, 1:] * x5[:, :-1]).sum(dims),
+                    (grad * x5).sum(dims),
+                    (grad[:, :-1] * x5[:, 1:]).sum(dims),
+                ],
+                dim=-1,
+            ).unsqueeze(1).to(weight.dtype)
+        return grad_x, grad_w
+
+
 class TemporalConv(nn.Module):
     """Learnable depthwise temporal convolution, kernel 3, zero padding, no bias.
 
@@ -95,16 +146,12 @@ class TemporalConv(nn.Module):
         x5 = _split_time(x, self.num_segments)
         if not fast_ops_enabled():
             return self.reference_forward(x)
-        w = self.weight.to(x.dtype).view(1, 1, self.channels, 3, 1, 1)
-        # Three passes and no padded copies: the centre tap writes every frame, then the two
-        # neighbour taps accumulate into the frames that have a neighbour (zero padding elsewhere).
-        if out is None:
-            out5 = x5 * w[:, :, :, 1]
-        else:
-            out5 = torch.mul(x5, w[:, :, :, 1], out=out.view_as(x5))
-        out5[:, 1:].addcmul_(x5[:, :-1], w[:, :, :, 0])
-        out5[:, :-1].addcmul_(x5[:, 1:], w[:, :, :, 2])
-        return out5.view_as(x)
+        weight = self.weight.to(x.dtype)
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            if out is not None:
+                raise ValueError("TemporalConv(out=...) writes into a given buffer: not with autograd")
+            return _TemporalConv3.apply(x5, weight).view_as(x)
+        return _temporal_conv3(x5, weight, out).view_as(x)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The official formulation: permute to ``[B*H*W, C, T]`` and run a depthwise ``Conv1d``."""

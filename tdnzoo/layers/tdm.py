@@ -16,15 +16,26 @@ from ._fast import (
     batch_norm,
     bn_affine,
     bn_is_affine,
-    conv_bn,
+    derived_from,
     eager_inference,
     fast_ops_enabled,
+    inference_copy,
     is_channels_last,
     pointwise,
 )
 from .shift import TemporalConv, _split_time
 
 __all__ = ["LongTermStack", "LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
+
+
+def _reduce(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The 1x1 reduction ``[N, C, H, W] -> [N, C/r, H, W]`` with bias; a GEMM on NCHW maps (faster there)."""
+    if not x.is_contiguous() or x.dim() != 4:
+        return F.conv2d(x, weight, bias)
+    n, c, h, w = x.shape
+    hidden = weight.shape[0]
+    flat = weight.view(1, hidden, c).expand(n, hidden, c)
+    return torch.baddbmm(bias.view(1, hidden, 1), flat, x.view(n, c, h * w)).view(n, hidden, h, w)
 
 
 class LongTermTDM(nn.Module):
@@ -69,14 +80,49 @@ class LongTermTDM(nn.Module):
         self.conv_expand = nn.Conv2d(hidden, channels, 1, bias=False)
         self.bn_expand = nn.BatchNorm2d(channels)
 
+    def _folded(self, cache: bool) -> dict[str, tuple[torch.Tensor, ...]]:
+        """The eval-mode weights with every BN folded into the conv before it.
+
+        ``expand`` also carries the branches' 1/3 weights and the sign of the backward
+        direction (so one product per direction gives ``[z_f, -z_b]``). With ``cache`` (inference
+        without autograd) the result is kept until a parameter or buffer of the module changes
+        value (see :func:`derived_from`).
+        """
+        if cache:
+            return derived_from(self, "_tdnzoo_folded", lambda: self._fold(for_inference=True))
+        return self._fold(for_inference=False)
+
+    def _fold(self, for_inference: bool) -> dict[str, tuple[torch.Tensor, ...]]:
+        folded = {}
+        for name, conv, bn in (("reduce", self.conv_reduce, self.bn_reduce), ("pooled", self.conv_pooled, self.bn_pooled),
+                               ("full", self.conv_full, self.bn_full)):
+            scale, shift = bn_affine(bn)
+            folded[name] = (conv.weight * scale.view(-1, 1, 1, 1), shift)
+        scale, shift = bn_affine(self.bn_expand)
+        weight = self.conv_expand.weight.flatten(1) * (scale / 3.0).unsqueeze(1)
+        folded["expand"] = (torch.stack((weight, -weight)), torch.stack((shift, -shift)))
+        if for_inference:
+            # For the inference path: the bias as an extra input channel, the pooling's 1/4 in the weight.
+            w, b = folded["expand"]
+            folded["expand_aug"] = (torch.cat((w, b.unsqueeze(-1)), dim=2),)
+            folded["pooled_sum"] = (folded["pooled"][0] * 0.25, folded["pooled"][1])
+        return folded
+
     def _stacked_differences(self, b: torch.Tensor) -> torch.Tensor:
         """``[fwd; bwd]`` differences of the bottleneck ``b``, stacked on the batch."""
         nb = self.conv_neighbor(b)
         b5 = _split_time(b, self.num_segments)
         nb5 = nb.view_as(b5)
+        if not eager_inference(nb):
+            # Concatenation for autograd (slice assignment would make its backward copy gradients)
+            # and for torch.compile (no out= arguments).
+            zero = b5.new_zeros((b5.shape[0], 1, *b5.shape[2:]))
+            forward = torch.cat((nb5[:, 1:] - b5[:, :-1], zero), dim=1)
+            backward = torch.cat((zero, nb5[:, :-1] - b5[:, 1:]), dim=1)
+            return torch.cat((forward, backward)).flatten(0, 1)
         diff = b5.new_zeros((2, *b5.shape))  # zero at each direction's open end
-        diff[0, :, :-1] = nb5[:, 1:] - b5[:, :-1]
-        diff[1, :, 1:] = nb5[:, :-1] - b5[:, 1:]
+        torch.sub(nb5[:, 1:], b5[:, :-1], out=diff[0, :, :-1])
+        torch.sub(nb5[:, :-1], b5[:, 1:], out=diff[1, :, 1:])
         return diff.flatten(0, 2)
 
     def differences(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,27 +137,94 @@ class LongTermTDM(nn.Module):
         """``[z_f, -z_b]``, each ``[B*T, C, H, W]``."""
         norms = (self.bn_reduce, self.bn_pooled, self.bn_full, self.bn_expand)
         if all(bn_is_affine(bn) for bn in norms):
-            diff = self._stacked_differences(conv_bn(self.conv_reduce, self.bn_reduce, x))
-            pooled = conv_bn(self.conv_pooled, self.bn_pooled, avg_pool2x2(diff))
-            mixed = conv_bn(self.conv_full, self.bn_full, diff)
+            f = self._folded(cache=inplace)
+            if inplace and x.is_contiguous():
+                return self._inference_logits(x, f)
+            diff = self._stacked_differences(_reduce(x, *f["reduce"]))
+            pooled = F.conv2d(avg_pool2x2(diff), *f["pooled"], padding=1)
+            mixed = F.conv2d(diff, *f["full"], padding=1)
             mixed = add_upsampled(mixed.add_(diff) if inplace else mixed + diff, pooled, inplace=inplace)
-            # The branches weigh 1/3 each and the last BN is affine: one product per direction
-            # does the rest, with the sign of the backward direction folded in.
-            scale, shift = bn_affine(self.bn_expand)
-            weight = self.conv_expand.weight.flatten(1) * (scale / 3.0).unsqueeze(1)
-            return pointwise(
-                mixed, torch.stack((weight, -weight)), torch.stack((shift, -shift)),
-                inplace=inplace, channels_last=is_channels_last(x),
-            )
+            return pointwise(mixed, *f["expand"], inplace=inplace, channels_last=is_channels_last(x))
         # Training: the official code calls each BN once per direction, so each direction is
         # normalised with its own batch statistics and the running statistics update twice.
         diff = self.differences(x)
         pooled = self._per_direction(self.bn_pooled, self.conv_pooled(avg_pool2x2(diff)))
         full = self._per_direction(self.bn_full, self.conv_full(diff))
         mixed = add_upsampled(diff + full, pooled) * (1.0 / 3.0)
+        bn = self.bn_expand
+        if type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats:
+            weight, bias = self._expand_batch_statistics(mixed)
+            return pointwise(mixed, weight, bias, channels_last=is_channels_last(x))
         weight = self.conv_expand.weight.flatten(1).expand(2, -1, -1)
         forward, backward = pointwise(mixed, weight, channels_last=is_channels_last(x))
-        return [batch_norm(self.bn_expand, forward), batch_norm(self.bn_expand, backward, gain=-1.0)]
+        return [batch_norm(bn, forward), batch_norm(bn, backward, gain=-1.0)]
+
+    def _expand_batch_statistics(self, mixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``bn_expand(conv_expand(.))`` in training, per direction, as one affine map per direction.
+
+        ``conv_expand`` is linear, so the batch mean and variance of its ``C`` outputs follow from
+        the mean and ``K x K`` covariance of its ``K = C/16`` inputs: ``mean_z = W mean_m``,
+        ``var_z = diag(W cov_m W^T)``. BatchNorm then is ``scale * (W m - mean_z) + beta``: a
+        weight and bias per direction for the product, with the full-resolution normalisation
+        pass (and its backward) gone. Autograd sees every step, so gradients, through the batch
+        statistics too, are BatchNorm's; the running statistics update twice, as the official
+        per-direction calls do. Returns ``weight [2, C, K]`` and ``bias [2, C]``, the backward
+        direction negated (see :meth:`_signed_logits`).
+        """
+        bn = self.bn_expand
+        w = self.conv_expand.weight.flatten(1).float()  # [C, K]; statistics in fp32, as BN keeps them
+        n2, k = mixed.shape[:2]
+        m = mixed.float().reshape(2, n2 // 2, k, -1)  # [direction, N, K, H*W]
+        count = m.shape[1] * m.shape[3]
+        mean = m.mean(dim=(1, 3))  # [2, K]
+        centred = (m - mean[:, None, :, None]).flatten(0, 1)
+        cov = torch.bmm(centred, centred.transpose(1, 2)).view(2, -1, k, k).sum(1) / count  # biased, as BN
+        mean_z = mean @ w.t()  # [2, C]
+        var_z = ((w @ cov) * w).sum(-1)  # [2, C]: diag(W cov W^T) per direction
+        scale = bn.weight * torch.rsqrt(var_z + bn.eps)
+        sign = torch.tensor([1.0, -1.0], dtype=scale.dtype, device=scale.device).view(2, 1)
+        weight = (sign * scale).unsqueeze(-1) * w
+        bias = sign * (bn.bias - scale * mean_z)
+        with torch.no_grad():  # running statistics as two nn.BatchNorm2d calls keep them
+            unbiased = var_z * (count / max(count - 1, 1))
+            for direction in range(2):
+                bn.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+                bn.running_mean.lerp_(mean_z[direction].to(bn.running_mean.dtype), momentum)
+                bn.running_var.lerp_(unbiased[direction].to(bn.running_var.dtype), momentum)
+        return weight, bias
+
+    def _inference_logits(self, x: torch.Tensor, f: dict[str, tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
+        """The folded path for eager inference on NCHW maps, written into buffers we own.
+
+        Same arithmetic as the general folded path; what it saves is allocations and passes:
+        only the open ends of the difference buffer are zeroed, the mixed map is built right
+        next to its channel of ones (the expand bias), and both directions' logits land in
+        one buffer.
+        """
+        n, channels, h, w = x.shape
+        hidden = self.hidden
+        b = _reduce(x, *f["reduce"])
+        b5 = _split_time(b, self.num_segments)
+        nb5 = self.conv_neighbor(b).view_as(b5)
+        diff6 = x.new_empty((2, *b5.shape))
+        diff6[0, :, -1].zero_()  # no later segment
+        diff6[1, :, 0].zero_()  # no earlier segment
+        torch.sub(nb5[:, 1:], b5[:, :-1], out=diff6[0, :, :-1])
+        torch.sub(nb5[:, :-1], b5[:, 1:], out=diff6[1, :, 1:])
+        diff = diff6.view(2 * n, hidden, h, w)
+        pooled = F.conv2d(avg_pool2x2(diff, scale=1.0), *f["pooled_sum"], padding=1)
+        mixed_aug = x.new_empty((2, n, hidden + 1, h * w))
+        mixed_aug[:, :, hidden].fill_(1.0)
+        mixed = mixed_aug[:, :, :hidden].view(2 * n, hidden, h, w)
+        torch.add(F.conv2d(diff, *f["full"], padding=1), diff, out=mixed)
+        add_upsampled(mixed, pooled, inplace=True)
+        (weight,) = f["expand_aug"]
+        weight = weight.to(x.dtype)
+        out = x.new_empty((2, n, channels, h * w))
+        for g in range(2):  # the two directions, with the backward one's sign in its weight
+            torch.bmm(weight[g].expand(n, channels, hidden + 1), mixed_aug[g], out=out[g])
+        return [part.view(n, channels, h, w) for part in out.unbind(0)]
 
     @staticmethod
     def _per_direction(bn: nn.BatchNorm2d, y: torch.Tensor) -> torch.Tensor:
@@ -260,8 +373,12 @@ class ShortTermTDM(nn.Module):
             diff = frame_differences(avg_pool2x2(frames), self.frames_per_segment)
         else:  # the official order: difference, then pool
             diff = F.avg_pool2d(frame_differences(frames, self.frames_per_segment), 2)
-        stem_out = self.stem(diff)
-        return stem_out, self.stage(stem_out)
+        if not eager_inference(diff, *self.parameters()):
+            stem_out = self.stem(diff)
+            return stem_out, self.stage(stem_out)
+        # BN folded into the convs, fast max-pool: cached inference copies of both
+        stem_out = inference_copy(self.stem, diff)(diff)
+        return stem_out, inference_copy(self.stage, stem_out)(stem_out)
 
     def extra_repr(self) -> str:
         return f"num_segments={self.num_segments}, frames_per_segment={self.frames_per_segment}"
