@@ -246,11 +246,16 @@ def derived_from(module: nn.Module, slot: str, build: Callable[[], Any]) -> Any:
         return cached[1]
     value = build()
     # A tuple in __dict__: nn.Module does not register it (no new state_dict keys or submodules).
-    module.__dict__[slot] = ([t.detach().clone() for t in tensors], value)
+    module.__dict__[slot] = (_snapshot(tensors), value)
     return value
 
 
+def _snapshot(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in tensors]
+
+
 def _same_values(snapshot: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
+    # One torch.equal per tensor measured cheaper than comparing concatenations.
     if len(snapshot) != len(tensors):
         return False
     for old, new in zip(snapshot, tensors):
