@@ -286,3 +286,13 @@ def test_derived_from_rebuilds_only_when_values_change():
     with torch.no_grad():
         module.bias.add_(1.0)
     assert derived_from(module, "_slot", build) == 2
+
+
+def test_difference_gate_backward_is_the_exact_gradient():
+    from tdnzoo.layers.tdm import _DifferenceGate
+
+    g = torch.Generator().manual_seed(0)
+    x, a, b = (torch.randn(2, 3, 4, 4, dtype=torch.float64, generator=g).requires_grad_() for _ in range(3))
+    assert torch.autograd.gradcheck(_DifferenceGate.apply, (x, a, b))
+    expected = x + 0.5 * x * (torch.sigmoid(a) - torch.sigmoid(b))
+    torch.testing.assert_close(_DifferenceGate.apply(x, a, b), expected)
