@@ -170,8 +170,15 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
     if config.official_tdn:
         from .official import compare_official_tdn
 
-        result.rows.append(compare_official_tdn(config, rows))
+        official = compare_official_tdn(config, rows)
+        result.rows.append(official)
         _add_ratios(result.rows)
+        result.notes.append(
+            "official TDN-R50 timed in its own interleaved run with tdnzoo's TDN-R50 and TSN-R50: "
+            f"official/TSN {official['latency_ratio']:.3f}, tdnzoo TDN/TSN "
+            f"{official['tdnzoo_tdn_latency_ratio_same_run']:.3f}; same weights, logits agree to "
+            f"{official['max_relative_logit_difference']:.1e} of the largest"
+        )
     else:
         result.notes.append("official TDN not timed: pass --official-tdn PATH to a checkout of MCG-NJU/TDN to add it")
     return result
