@@ -296,3 +296,12 @@ def test_difference_gate_backward_is_the_exact_gradient():
     assert torch.autograd.gradcheck(_DifferenceGate.apply, (x, a, b))
     expected = x + 0.5 * x * (torch.sigmoid(a) - torch.sigmoid(b))
     torch.testing.assert_close(_DifferenceGate.apply(x, a, b), expected)
+
+
+def test_temporal_conv_backward_is_the_exact_gradient():
+    from tdnzoo.layers.shift import _TemporalConv3
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 3, 2, 3, dtype=torch.float64, generator=g).requires_grad_()  # [B, T, C, H, W]
+    weight = torch.randn(3, 1, 3, dtype=torch.float64, generator=g).requires_grad_()
+    assert torch.autograd.gradcheck(_TemporalConv3.apply, (x, weight))

@@ -90,6 +90,21 @@ def _temporal_conv3(x5: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | 
     return out5
 
 
+def _tap_gradients(grad: torch.Tensor, x5: torch.Tensor) -> torch.Tensor:
+    """``[C, 3]`` weight gradient: per channel, sum of ``grad[t] * x[t + k - 1]`` for the taps ``k``.
+
+    One GEMM per clip reads both maps once: for each channel it forms the ``T x T`` products of
+    all frame pairs, whose three central diagonals are the taps' sums (elementwise products and
+    sums would take six full-size passes).
+    """
+    b, t, c = grad.shape[:3]
+    g = grad.reshape(b, t, c, -1)
+    x = x5.reshape(b, t, c, -1)
+    pairs = sum(torch.bmm(g[i].transpose(0, 1), x[i].permute(1, 2, 0)) for i in range(b))  # [C, T, T]
+    # pairs[c, s, r] = sum over pixels of grad[s] * x[r]; tap k pairs r = s + k - 1
+    return torch.stack([pairs.diagonal(offset, dim1=1, dim2=2).sum(-1) for offset in (-1, 0, 1)], dim=-1)
+
+
 class _TemporalConv3(torch.autograd.Function):
     """:func:`_temporal_conv3` with a hand-written backward.
 
@@ -111,15 +126,7 @@ class _TemporalConv3(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _temporal_conv3(grad, weight.flip(-1))  # x[s] reaches out[s+1] by w0, out[s-1] by w2
         if ctx.needs_input_grad[1]:
-            dims = (0, 1, 3, 4)
-            grad_w = torch.stack(
-                [
-                    (grad[:, 1:] * x5[:, :-1]).sum(dims),
-                    (grad * x5).sum(dims),
-                    (grad[:, :-1] * x5[:, 1:]).sum(dims),
-                ],
-                dim=-1,
-            ).unsqueeze(1).to(weight.dtype)
+            grad_w = _tap_gradients(grad, x5).unsqueeze(1).to(weight.dtype)
         return grad_x, grad_w
 
 

@@ -28,13 +28,19 @@ from .shift import TemporalConv, _split_time
 __all__ = ["LongTermStack", "LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
 
 
-def _reduce(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """The 1x1 reduction ``[N, C, H, W] -> [N, C/r, H, W]`` with bias; a GEMM on NCHW maps (faster there)."""
+def _reduce(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The 1x1 reduction ``[N, C, H, W] -> [N, C/r, H, W]``; a GEMM on NCHW maps (faster there).
+
+    Also under autograd: the GEMM's backward beats oneDNN's for a 1x1 convolution with few
+    output channels (its input gradient is such a convolution with few input channels).
+    """
     if not x.is_contiguous() or x.dim() != 4:
         return F.conv2d(x, weight, bias)
     n, c, h, w = x.shape
     hidden = weight.shape[0]
     flat = weight.view(1, hidden, c).expand(n, hidden, c)
+    if bias is None:
+        return torch.bmm(flat, x.view(n, c, h * w)).view(n, hidden, h, w)
     return torch.baddbmm(bias.view(1, hidden, 1), flat, x.view(n, c, h * w)).view(n, hidden, h, w)
 
 
@@ -179,7 +185,7 @@ class LongTermTDM(nn.Module):
             return pointwise(mixed, *f["expand"], inplace=inplace, channels_last=is_channels_last(x))
         # Training: the official code calls each BN once per direction, so each direction is
         # normalised with its own batch statistics and the running statistics update twice.
-        diff = self.differences(x)
+        diff = self._stacked_differences(self.bn_reduce(_reduce(x, self.conv_reduce.weight)))
         pooled = self._per_direction(self.bn_pooled, self.conv_pooled(avg_pool2x2(diff)))
         full = self._per_direction(self.bn_full, self.conv_full(diff))
         mixed = add_upsampled(diff + full, pooled) * (1.0 / 3.0)
