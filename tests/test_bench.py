@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tdnzoo.bench import SpeedConfig, run_speed_benchmark, time_interleaved, write_speed_report
@@ -52,3 +53,12 @@ def test_bench_command(tmp_path, capsys):
     assert main(argv) == 0
     assert "| tdn_test_resnet |" in capsys.readouterr().out
     assert (tmp_path / "results.json").is_file() and (tmp_path / "speed.png").is_file()
+
+
+def test_ratios_pair_rounds_so_drift_cancels():
+    from tdnzoo.bench.timing import paired_ratio
+
+    base = [1.0, 2.0, 1.0, 2.0, 1.0]  # the machine halves its speed every other round
+    model = [1.2, 2.4, 1.2, 2.4, 1.2]  # always 1.2x the baseline of the same round
+    assert paired_ratio(model, base, fallback=0.0) == pytest.approx(1.2)
+    assert paired_ratio(model, base[:3], fallback=0.5) == 0.5  # no pairs: the ratio of medians

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..flops import flop_breakdown
 from .machine import machine_info
 from .memory import peak_memory_bytes
-from .timing import time_interleaved
+from .timing import paired_ratio, time_interleaved
 
 __all__ = ["SpeedConfig", "run_speed_benchmark", "write_speed_report"]
 
@@ -37,8 +37,8 @@ class SpeedConfig:
     size: int = 160
     batch: int = 1
     throughput_batch: int = 4
-    rounds: int = 10
-    train_rounds: int = 5
+    rounds: int = 16
+    train_rounds: int = 8
     warmup: int = 2
     device: str = "cpu"
     dtype: str = "fp32"
@@ -152,6 +152,7 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
     for row, t in zip(rows, latency):
         row["latency_ms"] = t.median * 1e3
         row["latency_spread_ms"] = t.spread * 1e3
+        row["latency_samples_ms"] = [v * 1e3 for v in t.samples]
     if config.throughput:
         batched = time_interleaved(batch_fns, rounds=config.rounds, warmup=config.warmup, device=config.device,
                                    progress=bar.update)
@@ -163,6 +164,7 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
         for row, t in zip(rows, steps):
             row["train_step_ms"] = t.median * 1e3
             row["train_step_spread_ms"] = t.spread * 1e3
+            row["train_step_samples_ms"] = [v * 1e3 for v in t.samples]
     bar.close()
 
     _add_ratios(rows)
@@ -185,7 +187,12 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Each model's ratio to TSN on the same backbone, measured in the same run."""
+    """Each model's ratio to TSN on the same backbone, measured in the same run.
+
+    Times are ratios of paired rounds: round ``i`` of a model against round ``i`` of TSN, which
+    ran moments apart, then the median over rounds. On a shared machine whose speed drifts
+    this is steadier than the ratio of the two medians, which can come from different moments.
+    """
     tsn = {r["backbone"]: r for r in rows if r["method"] == "tsn"}
     for row in rows:
         base = tsn.get(row["backbone"])
@@ -193,7 +200,11 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
             continue
         for key in ("latency_ms", "train_step_ms", "gflops"):
             if key in row and key in base and base[key]:
-                row[f"{key.split('_')[0]}_ratio"] = row[key] / base[key]
+                samples = key.replace("_ms", "_samples_ms") if key.endswith("_ms") else None
+                row[f"{key.split('_')[0]}_ratio"] = paired_ratio(
+                    row.get(samples) if samples else None, base.get(samples) if samples else None,
+                    fallback=row[key] / base[key],
+                )
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -206,7 +217,7 @@ def markdown_table(result: SpeedResult) -> str:
         f"{s['num_segments']} segments, {s['size']}x{s['size']}, {s['dtype']}, device {s['device']}, "
         f"latency batch {s['batch']}, throughput batch {s['throughput_batch']}, "
         f"channels_last {s['channels_last']}, compile {s['compile']}; medians of {s['rounds']} interleaved rounds "
-        f"({s['train_rounds']} for the training step); ratios are to TSN on the same backbone, same run."
+        f"({s['train_rounds']} for the training step); ratios to TSN on the same backbone are medians of per-round ratios, same run."
     )
     lines = [
         head,

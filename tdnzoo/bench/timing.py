@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Timing", "time_interleaved"]
+__all__ = ["Timing", "paired_ratio", "time_interleaved"]
 
 
 @dataclass
@@ -64,3 +64,10 @@ def time_interleaved(
             if progress:
                 progress(1)
     return [Timing(s) for s in samples]
+
+
+def paired_ratio(samples: list[float] | None, base: list[float] | None, *, fallback: float) -> float:
+    """Median over rounds of ``samples[i] / base[i]`` (paired rounds); ``fallback`` without pairs."""
+    if not samples or not base or len(samples) != len(base) or not all(base):
+        return fallback
+    return statistics.median(a / b for a, b in zip(samples, base))
