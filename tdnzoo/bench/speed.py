@@ -257,9 +257,15 @@ def _plot(result: SpeedResult, path: Path) -> None:
     ax1.set_xlabel("GFLOPs per view (fvcore)")
     ax1.set_ylabel(f"latency, batch {result.settings['batch']} (ms)")
     ax1.set_title("cost vs latency")
+    ax1.margins(x=0.35, y=0.15)  # room for the labels
     with_tp = [r for r in rows if r.get("throughput_clips_s")]
-    ax2.barh([r["model"] for r in with_tp], [r["throughput_clips_s"] for r in with_tp], color="tab:blue")
-    ax2.set_xlabel(f"throughput, batch {result.settings['throughput_batch']} (clips/s)")
+    if with_tp:
+        ax2.barh([r["model"] for r in with_tp], [r["throughput_clips_s"] for r in with_tp], color="tab:blue")
+        ax2.set_xlabel(f"throughput, batch {result.settings['throughput_batch']} (clips/s)")
+    else:  # --no-throughput: say so rather than draw empty axes
+        ax2.text(0.5, 0.5, "throughput not measured\n(--no-throughput)", ha="center", va="center",
+                 transform=ax2.transAxes)
+        ax2.set_axis_off()
     ax2.set_title("throughput")
     fig.suptitle(f"tdnzoo bench: {result.settings['num_segments']} segments, {result.settings['size']}px, "
                  f"{result.settings['dtype']}, {result.settings['device']}", fontsize=10)
