@@ -286,24 +286,43 @@ def _residual_adds_in_place(graph_module: nn.Module) -> None:
     graph_module.recompile()
 
 
-def inference_copy(module: nn.Module, example: torch.Tensor) -> nn.Module:
+def inference_copy(module: nn.Module, example: torch.Tensor, *, channels_last: bool = False) -> nn.Module:
     """``module`` for inference with every conv+BN pair folded and 3x3/2 max-pools made fast.
 
     A copy made with ``torch.fx`` (same outputs up to rounding), cached on ``module`` by
     :func:`derived_from`, so it is made again whenever a parameter or buffer changes. Each new
     copy is checked once against ``module`` on ``example`` (tracing can freeze Python-level
     branches); a copy that fails or disagrees is not used. Returns ``module`` itself when it is
-    in training mode or cannot be copied this way.
+    in training mode or cannot be copied this way. With ``channels_last`` the copy runs in that
+    memory format inside (oneDNN's convolutions on narrow maps are much faster there) and
+    hands back maps in the layout it was given.
     """
     if any(m.training for m in module.modules()):
         return module
-    return derived_from(module, "_tdnzoo_inference_copy", lambda: _checked_copy(module, example))
+    slot = "_tdnzoo_inference_copy_cl" if channels_last else "_tdnzoo_inference_copy"
+    return derived_from(module, slot, lambda: _checked_copy(module, example, channels_last))
 
 
-def _checked_copy(module: nn.Module, example: torch.Tensor) -> nn.Module:
+class _InChannelsLast(nn.Module):
+    """Runs ``inner`` (already in channels_last) on channels_last input; returns the caller's layout."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or is_channels_last(x):
+            return self.inner(x)
+        out = self.inner(x.contiguous(memory_format=torch.channels_last))
+        return out.contiguous() if out.dim() == 4 else out
+
+
+def _checked_copy(module: nn.Module, example: torch.Tensor, channels_last: bool = False) -> nn.Module:
     copy = _folded_copy(module)
     if copy is module:
         return module
+    if channels_last:
+        copy = _InChannelsLast(copy)
     try:
         with torch.no_grad():
             expected, got = module(example), copy(example)

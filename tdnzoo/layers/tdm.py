@@ -418,7 +418,10 @@ class ShortTermTDM(nn.Module):
             return stem_out, self.stage(stem_out)
         # BN folded into the convs, fast max-pool: cached inference copies of both
         stem_out = inference_copy(self.stem, diff)(diff)
-        return stem_out, inference_copy(self.stage, stem_out)(stem_out)
+        # The stage (a residual stage at a quarter of the frame size) runs 1.7x faster
+        # channels_last on CPU (measured on ResNet-50); the stem measured no faster.
+        stage = inference_copy(self.stage, stem_out, channels_last=stem_out.device.type == "cpu")
+        return stem_out, stage(stem_out)
 
     def extra_repr(self) -> str:
         return f"num_segments={self.num_segments}, frames_per_segment={self.frames_per_segment}"
