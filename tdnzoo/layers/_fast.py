@@ -3,7 +3,9 @@
 Each helper computes what the plain module sequence computes, up to float rounding:
 eval-mode BatchNorm folded into the convolution before it, a per-call gain folded into BN's
 affine parameters, 1x1 convolutions with few input channels as GEMMs, nearest 2x upsampling as a
-broadcast. None of them keeps state between calls, so they stay correct when weights change.
+broadcast, 3x3/2 max-pooling as strided maxima. What is derived from the weights (folded
+weights, BN-folded ``torch.fx`` copies) is cached per module by :func:`derived_from`, which
+compares the weights' values at every call and rebuilds on any change.
 """
 from __future__ import annotations
 
