@@ -305,3 +305,20 @@ def test_temporal_conv_backward_is_the_exact_gradient():
     x = torch.randn(2, 4, 3, 2, 3, dtype=torch.float64, generator=g).requires_grad_()  # [B, T, C, H, W]
     weight = torch.randn(3, 1, 3, dtype=torch.float64, generator=g).requires_grad_()
     assert torch.autograd.gradcheck(_TemporalConv3.apply, (x, weight))
+
+
+def test_training_under_bf16_autocast_gives_gradients_close_to_fp32():
+    model = _tdn().train()
+    x = _clip(model)
+    reference = copy.deepcopy(model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    out.float().square().sum().backward()
+    expected = reference(x)
+    expected.square().sum().backward()
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=0.1, atol=0.1 * float(expected.abs().max()))
+    got = torch.cat([p.grad.flatten() for p in model.parameters()])
+    want = torch.cat([p.grad.flatten() for p in reference.parameters()])
+    assert torch.isfinite(got).all()
+    assert F.cosine_similarity(got, want, dim=0) > 0.95  # bf16 rounding, same direction
