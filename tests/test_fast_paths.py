@@ -322,3 +322,24 @@ def test_training_under_bf16_autocast_gives_gradients_close_to_fp32():
     want = torch.cat([p.grad.flatten() for p in reference.parameters()])
     assert torch.isfinite(got).all()
     assert F.cosine_similarity(got, want, dim=0) > 0.95  # bf16 rounding, same direction
+
+
+def test_inference_copy_never_adds_into_a_tensor_it_does_not_own():
+    class Residual(nn.Module):  # out = identity(x) + conv(x): the identity hands back the input
+        def __init__(self):
+            super().__init__()
+            self.skip = nn.Identity()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.skip(x) + self.bn(self.conv(x))
+
+    block = Residual().eval()
+    x = torch.randn(2, 4, 8, 8)
+    before = x.clone()
+    with torch.no_grad():
+        copy_ = inference_copy(block, x)
+        assert copy_ is not block
+        torch.testing.assert_close(copy_(x), block(x), rtol=1e-5, atol=1e-5)
+    assert torch.equal(x, before)  # the caller's input is untouched

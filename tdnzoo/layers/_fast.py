@@ -268,6 +268,9 @@ def _same_values(snapshot: list[torch.Tensor], tensors: list[torch.Tensor]) -> b
     return True
 
 
+_FRESH_OUTPUT_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)
+
+
 def _residual_adds_in_place(graph_module: nn.Module) -> None:
     """Turn ``a + b`` back into ``a.add_(b)`` where ``a`` is a fresh module output used only there.
 
@@ -282,7 +285,11 @@ def _residual_adds_in_place(graph_module: nn.Module) -> None:
         first, second = node.args
         if node.kwargs or not isinstance(first, torch.fx.Node) or not isinstance(second, torch.fx.Node):
             continue
-        if first.op == "call_module" and len(first.users) == 1:
+        # Only after modules that always allocate their output: an Identity, Dropout or
+        # in-place activation may hand back a tensor someone else holds (even the caller's input).
+        if first.op == "call_module" and len(first.users) == 1 and isinstance(
+            graph_module.get_submodule(first.target), _FRESH_OUTPUT_MODULES
+        ):
             node.op, node.target = "call_method", "add_"
     graph.lint()
     graph_module.recompile()
