@@ -62,3 +62,48 @@ def test_ratios_pair_rounds_so_drift_cancels():
     model = [1.2, 2.4, 1.2, 2.4, 1.2]  # always 1.2x the baseline of the same round
     assert paired_ratio(model, base, fallback=0.0) == pytest.approx(1.2)
     assert paired_ratio(model, base[:3], fallback=0.5) == 0.5  # no pairs: the ratio of medians
+
+
+_STAND_IN_MODELS = '''
+"""A stand-in for MCG-NJU/TDN's ops/models.py: its constructor and state_dict layout, tdnzoo's maths."""
+import torch
+from torch import nn
+
+import tdnzoo
+
+WEIGHTS = __file__.replace("models.py", "official.pth.tar")
+
+
+class TSN(nn.Module):
+    def __init__(self, num_class, num_segments, modality, base_model="resnet50", dropout=0.5, print_spec=True):
+        super().__init__()
+        self.official = {k.removeprefix("module."): v for k, v in torch.load(WEIGHTS)["state_dict"].items()}
+        self.inner = tdnzoo.create_model("tdn_resnet50", num_classes=num_class, num_segments=num_segments,
+                                         checkpoint_path=WEIGHTS)
+
+    def state_dict(self, *args, **kwargs):
+        return dict(self.official)
+
+    def forward(self, x):  # official input [B, T*5*3, H, W]
+        return self.inner(x.view(x.shape[0], -1, 3, *x.shape[-2:]))
+'''
+
+
+def test_official_tdn_is_timed_beside_ours_with_the_same_weights(tmp_path, synth):
+    checkout = tmp_path / "TDN"
+    (checkout / "ops").mkdir(parents=True)
+    (checkout / "ops" / "__init__.py").write_text("")
+    (checkout / "ops" / "tdn_net.py").write_text("")
+    (checkout / "ops" / "models.py").write_text(_STAND_IN_MODELS)
+    torch.save(synth.official_checkpoint("tdn_resnet50", seed=0, num_classes=7), checkout / "ops" / "official.pth.tar")
+    config = SpeedConfig(methods=["tsn", "tdn"], backbones=["test_resnet"], num_segments=2, size=64, rounds=2,
+                         warmup=0, train=False, throughput=False, num_classes=7, official_tdn=str(checkout))
+    result = run_speed_benchmark(config, progress=False)
+    official = result.rows[-1]
+    assert official["method"] == "tdn-official" and official["latency_ms"] > 0
+    assert official["max_relative_logit_difference"] < 1e-5  # the weights went through our converter
+    assert official["latency_ratio"] > 0 and official["tdnzoo_tdn_latency_ratio_same_run"] > 0
+    assert any("official TDN-R50 timed" in note for note in result.notes)
+    with pytest.raises(ValueError, match="ops/models.py"):
+        run_speed_benchmark(SpeedConfig(methods=["tsn"], backbones=["test_resnet"], size=64, rounds=1, warmup=0,
+                                        train=False, throughput=False, official_tdn=str(tmp_path)), progress=False)

@@ -25,6 +25,9 @@ def build_official_tdn(path: str | Path, *, num_segments: int, num_classes: int)
     root = Path(path).expanduser().resolve()
     if not (root / "ops" / "models.py").is_file() or not (root / "ops" / "tdn_net.py").is_file():
         raise ValueError(f"--official-tdn {path}: expected a checkout of MCG-NJU/TDN with ops/models.py and ops/tdn_net.py")
+    # Its package is named plainly `ops`: import it from the checkout alone, whatever `ops`
+    # this process already holds, and put the process's own back afterwards.
+    held = {name: sys.modules.pop(name) for name in list(sys.modules) if name == "ops" or name.startswith("ops.")}
     sys.path.insert(0, str(root))
     try:
         import torch.utils.model_zoo as model_zoo
@@ -35,6 +38,9 @@ def build_official_tdn(path: str | Path, *, num_segments: int, num_classes: int)
             return TSN(num_classes, num_segments, "RGB", base_model="resnet50", dropout=0.5, print_spec=False)
     finally:
         sys.path.remove(str(root))
+        for name in [n for n in sys.modules if n == "ops" or n.startswith("ops.")]:
+            del sys.modules[name]
+        sys.modules.update(held)
 
 
 def compare_official_tdn(config: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
