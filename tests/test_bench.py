@@ -107,3 +107,31 @@ def test_official_tdn_is_timed_beside_ours_with_the_same_weights(tmp_path, synth
     with pytest.raises(ValueError, match="ops/models.py"):
         run_speed_benchmark(SpeedConfig(methods=["tsn"], backbones=["test_resnet"], size=64, rounds=1, warmup=0,
                                         train=False, throughput=False, official_tdn=str(tmp_path)), progress=False)
+
+
+def test_breakdown_times_the_parts_of_a_tdn_model(capsys):
+    from tdnzoo.bench.breakdown import time_breakdown
+
+    result = time_breakdown("test_resnet", num_segments=2, size=64, rounds=2, warmup=1, top=3)
+    parts = result.parts
+    assert parts["S-TDM branch"]["tdn"] > 0 and parts["L-TDM + temporal conv inserts"]["tdn"] > 0
+    inside = sum(parts[name]["tdn"] for name in ("S-TDM branch", "L-TDM + temporal conv inserts", "S-TDM fusion"))
+    assert inside < parts["whole model"]["tdn"]
+    assert len(result.ltdm_ops) == 4 and all(ms >= 0 for _, ms in result.ltdm_ops)  # top 3 + the rest
+    assert any(op.startswith("aten::") for op, _ in result.ltdm_ops)
+    assert "| S-TDM branch | - |" in result.table()
+    assert main(["bench", "breakdown", "--backbone", "test_resnet", "--num-segments", "2", "--size", "64",
+                 "--rounds", "1"]) == 0
+    assert "L-TDM + temporal conv inserts" in capsys.readouterr().out
+
+
+def test_part_timers_leave_the_modules_as_they_were():
+    from collections import defaultdict
+
+    from tdnzoo.bench.breakdown import _timed_forwards
+
+    module = torch.nn.ReLU()
+    clock = defaultdict(float)
+    with _timed_forwards([module], clock, "relu"):
+        module(torch.ones(3))
+    assert clock["relu"] > 0 and "forward" not in module.__dict__

@@ -1,4 +1,4 @@
-"""``tdnzoo flops`` and ``tdnzoo bench`` (speed report; ``bench accuracy`` for the accuracy benchmark)."""
+"""``tdnzoo flops`` and ``tdnzoo bench`` (speed report; ``bench breakdown``, ``bench accuracy``)."""
 from __future__ import annotations
 
 import argparse
@@ -46,11 +46,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench", help="speed report (default) or 'bench accuracy'",
         description="Speed report: params, GFLOPs, latency, throughput, training step and memory of TSN/TSM/TDN, "
         "timed interleaved in one process; writes report.md, results.json and speed.png. "
-        "'tdnzoo bench accuracy --help' for the accuracy benchmark.",
+        "'tdnzoo bench breakdown' times TDN's parts; 'tdnzoo bench accuracy --help' for the accuracy benchmark.",
     )
     _add_speed_arguments(bench)
-    modes = bench.add_subparsers(dest="bench_command", metavar="{speed,accuracy}")
+    modes = bench.add_subparsers(dest="bench_command", metavar="{speed,breakdown,accuracy}")
     _add_speed_arguments(modes.add_parser("speed", help="the speed report (the default)"))
+    breakdown = modes.add_parser("breakdown", help="where TDN's extra time goes: its parts timed next to TSN")
+    breakdown.add_argument("--backbone", default="resnet50")
+    breakdown.add_argument("--num-segments", type=int, default=8)
+    breakdown.add_argument("--size", type=int, default=224)
+    breakdown.add_argument("--rounds", type=int, default=8)
+    breakdown.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    breakdown.set_defaults(func=run_breakdown)
     accuracy = modes.add_parser("accuracy", help="train and compare TSN/TSM/TDN on a generated temporal dataset")
     try:
         module = importlib.import_module("tdnzoo.accuracy_bench")
@@ -68,6 +75,18 @@ def run_flops(args: argparse.Namespace) -> int:
 
     result = flop_breakdown(args.name, num_segments=args.num_segments, input_size=args.size)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())
+    return 0
+
+
+def run_breakdown(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..bench.breakdown import time_breakdown
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = time_breakdown(args.backbone, num_segments=args.num_segments, size=args.size, rounds=args.rounds)
+    print(result.table())
     return 0
 
 
