@@ -66,8 +66,9 @@ def test_eval_outputs_match_the_reference_in_every_mode(size):
         assert float((got - expected).abs().max() / scale) < 1e-5
 
 
-def test_training_matches_the_reference_outputs_gradients_and_statistics():
-    fast, ref = _tdn().train(), _tdn().train()
+@pytest.mark.parametrize("backbone", ["test_resnet", "resnet18"])  # deep stem; plain 7x7 stem conv
+def test_training_matches_the_reference_outputs_gradients_and_statistics(backbone):
+    fast, ref = _tdn(backbone).train(), _tdn(backbone).train()
     x = _clip(fast)
     out = fast(x)
     out.square().sum().backward()
