@@ -1,9 +1,11 @@
 """Shared test helpers: the official fixtures live in ../shared beside the repository."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,27 @@ SHARED = Path(os.environ.get("TDNZOO_SHARED", ROOT.parent / "shared"))
 OFFICIAL = SHARED / "fixtures" / "official"
 MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 1, 3, 1, 1)
 STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 1, 3, 1, 1)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread is fastest and keeps the shared CI cores free.
+
+    Test modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

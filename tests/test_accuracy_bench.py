@@ -12,27 +12,21 @@ from tdnzoo import accuracy_bench as ab
 from tdnzoo.cli import main as cli_main
 from tdnzoo.evaluate import EvalResult, write_report
 
+from .conftest import torch_threads
+
 CLASSES = ["move_left_to_right", "move_right_to_left", "appearance_checkerboard"]
 TINY = ["--classes", ",".join(CLASSES), "--videos-per-class", "4", "--frames", "8", "--num-segments", "2",
         "--size", "64", "--backbone", "test_resnet", "--epochs", "1", "--batch-size", "3", "--workers", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one intra-op thread is fastest and keeps the shared CI cores free.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("acc") / "report"
-    assert cli_main(["bench", "accuracy", "--output", str(out), *TINY]) == 0
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        assert cli_main(["bench", "accuracy", "--output", str(out), *TINY]) == 0
     return out
 
 

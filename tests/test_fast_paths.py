@@ -17,14 +17,7 @@ import tdnzoo
 from tdnzoo.layers import LongTermStack, LongTermTDM, TemporalConv, fuse_difference, reference_ops
 from tdnzoo.layers._fast import avg_pool2x2, batch_norm, derived_from, eager_inference, inference_copy, pointwise
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: one thread is fastest, and immune to oversubscription when tests run in parallel.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tdn(backbone: str = "test_resnet", segments: int = 4) -> tdnzoo.VideoClassifier:
