@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..flops import flop_breakdown
 from .machine import machine_info
 from .memory import peak_memory_bytes
-from .timing import paired_ratio, time_interleaved
+from .timing import Timing, paired_ratio, time_interleaved
 
 __all__ = ["SpeedConfig", "run_speed_benchmark", "write_speed_report"]
 
@@ -149,10 +149,7 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
     bar = tqdm(total=total, desc="tdnzoo bench", unit="run", disable=not progress)
     latency = time_interleaved(infer_fns, rounds=config.rounds, warmup=config.warmup, device=config.device,
                                progress=bar.update)
-    for row, t in zip(rows, latency):
-        row["latency_ms"] = t.median * 1e3
-        row["latency_spread_ms"] = t.spread * 1e3
-        row["latency_samples_ms"] = [v * 1e3 for v in t.samples]
+    _store_timings(rows, latency, "latency")
     if config.throughput:
         batched = time_interleaved(batch_fns, rounds=config.rounds, warmup=config.warmup, device=config.device,
                                    progress=bar.update)
@@ -161,10 +158,7 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
     if config.train:
         steps = time_interleaved(train_fns, rounds=config.train_rounds, warmup=config.warmup, device=config.device,
                                  progress=bar.update)
-        for row, t in zip(rows, steps):
-            row["train_step_ms"] = t.median * 1e3
-            row["train_step_spread_ms"] = t.spread * 1e3
-            row["train_step_samples_ms"] = [v * 1e3 for v in t.samples]
+        _store_timings(rows, steps, "train_step")
     bar.close()
 
     _add_ratios(rows)
@@ -184,6 +178,14 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
     else:
         result.notes.append("official TDN not timed: pass --official-tdn PATH to a checkout of MCG-NJU/TDN to add it")
     return result
+
+
+def _store_timings(rows: list[dict[str, Any]], timings: list[Timing], key: str) -> None:
+    """``{key}_ms`` (median), ``{key}_spread_ms`` (IQR) and every round, ``{key}_samples_ms``."""
+    for row, t in zip(rows, timings):
+        row[f"{key}_ms"] = t.median * 1e3
+        row[f"{key}_spread_ms"] = t.spread * 1e3
+        row[f"{key}_samples_ms"] = [v * 1e3 for v in t.samples]
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
