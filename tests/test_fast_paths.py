@@ -77,7 +77,8 @@ def test_training_matches_the_reference_outputs_gradients_and_statistics(backbon
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_inference_reuses_its_buffers():
+def test_inference_reuses_its_buffers(monkeypatch):
+    monkeypatch.setenv("TDNZOO_NATIVE_KERNELS", "0")  # the PyTorch-ops path (tests/test_native_kernel.py: the C one)
     stack = LongTermStack()
     stack.add_module("ltdm", LongTermTDM(32, num_segments=4).eval())
     stack.add_module("tconv", TemporalConv(32, num_segments=4))

@@ -23,6 +23,7 @@ from ._fast import (
     is_channels_last,
     pointwise,
 )
+from ._native import ltdm_gate, native_library
 from .shift import TemporalConv, _split_time
 
 __all__ = ["LongTermStack", "LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
@@ -241,6 +242,17 @@ class LongTermTDM(nn.Module):
         one buffer.
         """
         n, channels, h, w = x.shape
+        mixed_aug = self._inference_mixed(x, f)
+        (weight,) = f["expand_aug"]
+        weight = weight.to(x.dtype)
+        out = x.new_empty((2, n, channels, h * w))
+        for g in range(2):  # the two directions, with the backward one's sign in its weight
+            torch.bmm(weight[g].expand(n, channels, self.hidden + 1), mixed_aug[g], out=out[g])
+        return [part.view(n, channels, h, w) for part in out.unbind(0)]
+
+    def _inference_mixed(self, x: torch.Tensor, f: dict[str, tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """Both directions' mixed maps (the input of ``conv_expand``) and a channel of ones: ``[2, N, K+1, H*W]``."""
+        n, channels, h, w = x.shape
         hidden = self.hidden
         b = _reduce(x, *f["reduce"])
         b5 = _split_time(b, self.num_segments)
@@ -257,12 +269,25 @@ class LongTermTDM(nn.Module):
         mixed = mixed_aug[:, :, :hidden].view(2 * n, hidden, h, w)
         torch.add(F.conv2d(diff, *f["full"], padding=1), diff, out=mixed)
         add_upsampled(mixed, pooled, inplace=True)
+        return mixed_aug
+
+    def native_forward(self, x: torch.Tensor, temporal_weight: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The output through the fused C kernel (CPU, float32, eager inference), else ``None``.
+
+        With ``temporal_weight`` (a :class:`TemporalConv`'s ``[C, 1, 3]`` weight) the temporal
+        conv that follows in TDN's blocks is applied in the same pass. See :mod:`._native`.
+        """
+        extra = () if temporal_weight is None else (temporal_weight,)
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or not x.is_contiguous()
+                or not fast_ops_enabled() or not eager_inference(x, *self.parameters(), *extra)
+                or native_library() is None):
+            return None
+        if not all(bn_is_affine(bn) for bn in (self.bn_reduce, self.bn_pooled, self.bn_full, self.bn_expand)):
+            return None
+        f = self._folded(cache=True)
         (weight,) = f["expand_aug"]
-        weight = weight.to(x.dtype)
-        out = x.new_empty((2, n, channels, h * w))
-        for g in range(2):  # the two directions, with the backward one's sign in its weight
-            torch.bmm(weight[g].expand(n, channels, hidden + 1), mixed_aug[g], out=out[g])
-        return [part.view(n, channels, h, w) for part in out.unbind(0)]
+        return ltdm_gate(x, self._inference_mixed(x, f), weight.to(x.dtype), extra[0] if extra else None,
+                         self.num_segments)
 
     @staticmethod
     def _per_direction(bn: nn.BatchNorm2d, y: torch.Tensor) -> torch.Tensor:
@@ -299,6 +324,9 @@ class LongTermTDM(nn.Module):
         """
         if not fast_ops_enabled():
             return self.reference_forward(x), None
+        fused = self.native_forward(x)
+        if fused is not None:
+            return fused, None
         if eager_inference(x, *self.parameters()):
             forward, negated_backward = self._signed_logits(x, inplace=True)
             gate = forward.sigmoid_().sub_(negated_backward.sigmoid_())
@@ -327,6 +355,10 @@ class LongTermStack(nn.Sequential):
             return super().forward(x)
         if not fast_ops_enabled():
             return super().forward(x)
+        if tconv.num_segments == ltdm.num_segments and tconv.weight.shape == (x.shape[1], 1, 3):
+            fused = ltdm.native_forward(x, tconv.weight)
+            if fused is not None:
+                return fused
         y, spare = ltdm.forward_with_spare(x)
         if spare is None or not eager_inference(y, tconv.weight):
             return tconv(y)

@@ -1,0 +1,134 @@
+"""The L-TDM's fused CPU inference kernel (``kernels/ltdm_gate.c``), built on first use.
+
+PyTorch has no fused op for what the L-TDM does at full resolution (a 1x1 expansion, two
+sigmoids, a gate and a temporal conv), so eager inference spends a dozen full-size memory passes
+on it. The C kernel does it in one; it is compiled with the machine's C compiler (``$CC``, else
+``cc``) the first time a TDN model runs on CPU, cached under ``~/.cache/tdnzoo/kernels`` (or
+``$TDNZOO_KERNEL_CACHE``) keyed by source, compiler, flags and CPU, and loaded with ctypes, so no
+build step is needed at install time. Without a compiler it warns once and the PyTorch ops run
+instead: same results up to float rounding, slower. ``TDNZOO_NATIVE_KERNELS=0`` turns it off.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["ltdm_gate", "native_kernels_enabled", "native_library"]
+
+SOURCE = Path(__file__).with_name("kernels") / "ltdm_gate.c"
+# -march=native: the kernel is built on, and for, the machine that runs it (the cache key has the CPU).
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+ENV_SWITCH = "TDNZOO_NATIVE_KERNELS"
+
+
+def native_kernels_enabled() -> bool:
+    """False when ``TDNZOO_NATIVE_KERNELS`` is ``0``, ``false``, ``no`` or ``off``."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("TDNZOO_KERNEL_CACHE"):
+        return Path(os.environ["TDNZOO_KERNEL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tdnzoo" / "kernels"
+
+
+def _cpu_signature() -> str:
+    """The CPU model and feature flags: a library built with -march=native runs only where these match."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+
+
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC", "cc"))
+
+
+def _build(target: Path) -> None:
+    """Compile the kernel to ``target``, atomically (parallel processes may build at once)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        cmd = [*_compiler(), *FLAGS, "-o", tmp, str(SOURCE)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"{shlex.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.cache
+def _load(cache_dir: str, compiler: str) -> ctypes.CDLL | None:
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(),
+                                     _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:16]
+    target = Path(cache_dir) / f"ltdm_gate-{key}.so"
+    try:
+        if not target.exists():
+            _build(target)
+        # torch is imported, so the kernel's libgomp.so.1 resolves to the runtime torch loaded:
+        # one OpenMP thread pool, not two competing for the cores.
+        lib = ctypes.CDLL(str(target))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        warnings.warn(
+            f"tdnzoo: could not build or load the native L-TDM kernel ({err}); TDN inference on CPU "
+            f"uses PyTorch ops instead (same results, slower). Set {ENV_SWITCH}=0 to silence this.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    fn = lib.tdnzoo_ltdm_gate
+    fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return lib
+
+
+def native_library() -> ctypes.CDLL | None:
+    """The compiled kernel library, or ``None`` when switched off or when it cannot be built."""
+    if not native_kernels_enabled():
+        return None
+    return _load(str(_cache_dir()), " ".join(_compiler()))
+
+
+def ltdm_gate(
+    x: torch.Tensor, mixed: torch.Tensor, weight: torch.Tensor, temporal_weight: torch.Tensor | None, num_segments: int
+) -> torch.Tensor | None:
+    """The L-TDM output (and its temporal conv when ``temporal_weight`` is given), fused; see the C source.
+
+    ``x`` ``[N, C, H, W]``, ``mixed`` ``[2, N, K+1, H*W]`` (the two directions' mixed maps and a
+    channel of ones), ``weight`` ``[2, C, K+1]``, ``temporal_weight`` ``[C, 1, 3]``; all float32
+    CPU. Returns ``None`` when the kernel is unavailable or the inputs do not suit it.
+    """
+    lib = native_library()
+    n, channels, h, w = x.shape
+    tensors = [x, mixed, weight] + ([temporal_weight] if temporal_weight is not None else [])
+    if lib is None or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    k1 = weight.shape[-1]
+    if n % num_segments or mixed.shape != (2, n, k1, h * w) or weight.shape != (2, channels, k1):
+        return None
+    x, mixed, weight = x.contiguous(), mixed.contiguous(), weight.contiguous()
+    taps = None if temporal_weight is None else temporal_weight.reshape(channels, 3).contiguous()
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    status = lib.tdnzoo_ltdm_gate(
+        x.data_ptr(), mixed.data_ptr(), weight.data_ptr(), None if taps is None else taps.data_ptr(), out.data_ptr(),
+        n // num_segments, num_segments, channels, k1, h * w, torch.get_num_threads(),
+    )
+    if status != 0:
+        raise MemoryError("tdnzoo_ltdm_gate could not allocate its scratch memory")
+    return out

@@ -1,0 +1,170 @@
+"""The fused C kernel of the L-TDM (tdnzoo/layers/kernels/ltdm_gate.c) computes what the PyTorch ops compute.
+
+It runs in eager CPU inference whenever it can be built; these tests pin it against the PyTorch
+path (``TDNZOO_NATIVE_KERNELS=0``) and the official formulation, on shapes that exercise its
+blocking (pixel counts not a multiple of its 32-pixel blocks, odd channel counts, 2 threads),
+and check its build cache and its fallback when no compiler works.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+import tdnzoo
+from tdnzoo.layers import LongTermStack, LongTermTDM, TemporalConv, _native, reference_ops
+from tdnzoo.layers import tdm as tdm_module
+
+from .conftest import torch_threads
+
+HAVE_COMPILER = shutil.which(shlex.split(os.environ.get("CC", "cc"))[0]) is not None
+needs_compiler = pytest.mark.skipif(not HAVE_COMPILER, reason="no C compiler: the kernel cannot be built here")
+
+
+def _trained_looking(module: nn.Module, seed: int = 1) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+                m.weight.normal_(1, 0.3, generator=g)
+                m.bias.normal_(0, 0.3, generator=g)
+            elif isinstance(m, TemporalConv):
+                m.weight.normal_(0, 0.6, generator=g)
+    return module.eval()
+
+
+def _stack(channels: int, segments: int) -> LongTermStack:
+    torch.manual_seed(0)
+    stack = LongTermStack()
+    stack.add_module("ltdm", LongTermTDM(channels, num_segments=segments))
+    stack.add_module("tconv", TemporalConv(channels, num_segments=segments))
+    return _trained_looking(stack)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Counts the calls that reach the C kernel (so a test knows it did not fall back)."""
+    calls = []
+    inner = tdm_module.ltdm_gate
+
+    def counted(*args, **kwargs):
+        out = inner(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(tdm_module, "ltdm_gate", counted)
+    return calls
+
+
+def _torch_ops(stack: nn.Module, x: torch.Tensor, monkeypatch) -> torch.Tensor:
+    with monkeypatch.context() as m, torch.inference_mode():
+        m.setenv(_native.ENV_SWITCH, "0")
+        return stack(x)
+
+
+@needs_compiler
+def test_kernel_builds_on_a_machine_with_a_compiler():
+    assert _native.native_library() is not None
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "channels, segments, batch, size, threads",
+    [(32, 4, 2, (6, 6), 1), (33, 3, 1, (5, 9), 2), (64, 8, 1, (14, 14), 2), (40, 2, 3, (7, 7), 1)],
+)
+def test_stack_matches_torch_ops_and_official(channels, segments, batch, size, threads, kernel_calls, monkeypatch):
+    stack = _stack(channels, segments)
+    x = torch.randn(batch * segments, channels, *size, generator=torch.Generator().manual_seed(2))
+    with torch_threads(threads), torch.inference_mode():
+        fused = stack(x)
+    assert kernel_calls == [True]
+    torch.testing.assert_close(fused, _torch_ops(stack, x, monkeypatch), rtol=1e-5, atol=1e-5)
+    with reference_ops(), torch.no_grad():
+        torch.testing.assert_close(fused, stack(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+def test_ltdm_alone_matches_without_temporal_conv(kernel_calls, monkeypatch):
+    ltdm = _trained_looking(LongTermTDM(48, num_segments=4))
+    x = torch.randn(8, 48, 9, 9, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        fused = ltdm(x)
+    assert kernel_calls == [True]
+    torch.testing.assert_close(fused, _torch_ops(ltdm, x, monkeypatch), rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+def test_saturated_gates_stay_finite_and_exact(kernel_calls, monkeypatch):
+    """Logits far past the sigmoid's range (the kernel clamps its exp): still the PyTorch values, no NaN."""
+    stack = _stack(32, 4)
+    with torch.no_grad():
+        stack.ltdm.bn_expand.weight.mul_(1e4)
+    x = torch.randn(8, 32, 6, 6, generator=torch.Generator().manual_seed(4)) * 100
+    with torch.inference_mode():
+        fused = stack(x)
+    assert kernel_calls == [True] and torch.isfinite(fused).all()
+    torch.testing.assert_close(fused, _torch_ops(stack, x, monkeypatch), rtol=1e-5, atol=1e-3)
+
+
+@needs_compiler
+def test_whole_tdn_model_matches_torch_ops(kernel_calls, monkeypatch):
+    torch.manual_seed(0)
+    model = _trained_looking(tdnzoo.create_model("tdn_test_resnet", num_segments=4, num_classes=5))
+    clip = torch.randn(2, model.num_frames, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch_threads(2), torch.inference_mode():
+        fused = model(clip)
+    assert kernel_calls and all(kernel_calls)
+    torch.testing.assert_close(fused, _torch_ops(model, clip, monkeypatch), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_steps_aside_where_it_does_not_apply(kernel_calls):
+    """Autograd, channels_last maps, float64 and the reference ops all take the PyTorch path."""
+    stack = _stack(32, 4)
+    x = torch.randn(8, 32, 6, 6)
+    assert stack.ltdm.native_forward(x.requires_grad_()) is None
+    with torch.inference_mode():
+        assert stack.ltdm.native_forward(x.detach().contiguous(memory_format=torch.channels_last)) is None
+        assert stack.double().ltdm.native_forward(x.detach().double()) is None
+        with reference_ops():
+            stack(x.detach().double())
+    assert kernel_calls == []
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv(_native.ENV_SWITCH, "0")
+    assert _native.native_library() is None
+
+
+@needs_compiler
+def test_build_is_cached_per_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("TDNZOO_KERNEL_CACHE", str(tmp_path))
+    assert _native.native_library() is not None
+    built = list(tmp_path.glob("ltdm_gate-*.so"))
+    assert len(built) == 1
+    _native._load.cache_clear()  # a new process: finds the library, builds nothing
+
+    def no_build(target):
+        raise AssertionError("rebuilt although the cached library fits")
+
+    monkeypatch.setattr(_native, "_build", no_build)
+    assert _native.native_library() is not None
+    assert list(tmp_path.glob("*")) == built
+
+
+def test_falls_back_with_one_warning_when_the_compiler_fails(tmp_path, monkeypatch, kernel_calls):
+    monkeypatch.setenv("TDNZOO_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    stack = _stack(32, 4)
+    x = torch.randn(8, 32, 6, 6)
+    with pytest.warns(RuntimeWarning, match="native L-TDM kernel"), torch.inference_mode():
+        out = stack(x)
+    with reference_ops(), torch.no_grad():
+        torch.testing.assert_close(out, stack(x), rtol=1e-5, atol=1e-5)
+    assert _native.native_library() is None  # remembered: no second build attempt, no second warning
+    assert not list(tmp_path.glob("*.so"))
