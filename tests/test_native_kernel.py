@@ -157,12 +157,31 @@ def test_build_is_cached_per_machine(tmp_path, monkeypatch):
     assert list(tmp_path.glob("*")) == built
 
 
-def test_falls_back_with_one_warning_when_the_compiler_fails(tmp_path, monkeypatch, kernel_calls):
+def _failing_compiler(tmp_path) -> str:
+    cc = tmp_path / "broken-cc"
+    cc.write_text("#!/bin/sh\necho 'broken-cc: internal error' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    return str(cc)
+
+
+def test_falls_back_quietly_without_a_compiler(tmp_path, monkeypatch, recwarn):
     monkeypatch.setenv("TDNZOO_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     stack = _stack(32, 4)
     x = torch.randn(8, 32, 6, 6)
-    with pytest.warns(RuntimeWarning, match="native L-TDM kernel"), torch.inference_mode():
+    with torch.inference_mode():
+        out = stack(x)
+    assert _native.native_library() is None and not recwarn.list
+    with reference_ops(), torch.no_grad():
+        torch.testing.assert_close(out, stack(x), rtol=1e-5, atol=1e-5)
+
+
+def test_falls_back_with_one_warning_when_the_compiler_fails(tmp_path, monkeypatch, kernel_calls):
+    monkeypatch.setenv("TDNZOO_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", _failing_compiler(tmp_path))
+    stack = _stack(32, 4)
+    x = torch.randn(8, 32, 6, 6)
+    with pytest.warns(RuntimeWarning, match="broken-cc: internal error"), torch.inference_mode():
         out = stack(x)
     with reference_ops(), torch.no_grad():
         torch.testing.assert_close(out, stack(x), rtol=1e-5, atol=1e-5)
