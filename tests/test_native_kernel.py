@@ -100,16 +100,40 @@ def test_ltdm_alone_matches_without_temporal_conv(kernel_calls, monkeypatch):
 
 
 @needs_compiler
-def test_saturated_gates_stay_finite_and_exact(kernel_calls, monkeypatch):
-    """Logits far past the sigmoid's range (the kernel clamps its exp): still the PyTorch values, no NaN."""
-    stack = _stack(32, 4)
+def test_saturated_gates_stay_finite_and_exact():
+    """Logits far past the sigmoid's range (the kernel clamps its exp): the PyTorch values, no NaN."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 16, 5, 7, generator=g) * 100
+    mixed = torch.randn(2, 8, 5, 35, generator=g)
+    mixed[:, :, -1] = 1.0
+    weight = torch.randn(2, 16, 5, generator=g) * 1e3
+    logits = torch.einsum("dck,dnkp->dncp", weight, mixed).view(2, 8, 16, 5, 7)
+    expected = x + 0.5 * x * (torch.sigmoid(logits[0]) - torch.sigmoid(logits[1]))
+    fused = _native.ltdm_gate(x, mixed, weight, None, num_segments=4)
+    assert torch.isfinite(fused).all()
+    assert (logits.abs() > 100).float().mean() > 0.5  # most gates saturated
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-3)
+
+
+@needs_compiler
+@pytest.mark.parametrize("channels, segments, size", [(128, 4, (8, 8)), (48, 3, (5, 9)), (32, 2, (2, 3)), (64, 4, (7, 7))])
+def test_bottleneck_kernel_matches_torch_ops(channels, segments, size, monkeypatch):
+    """The mixed maps (differences, both 3x3 branches, pooling, odd-size upsampling) from C and from PyTorch."""
+    ltdm = _trained_looking(LongTermTDM(channels, num_segments=segments))
     with torch.no_grad():
-        stack.ltdm.bn_expand.weight.mul_(1e4)
-    x = torch.randn(8, 32, 6, 6, generator=torch.Generator().manual_seed(4)) * 100
+        for conv in (ltdm.conv_neighbor, ltdm.conv_pooled, ltdm.conv_full):
+            conv.weight.normal_(0, 0.3, generator=torch.Generator().manual_seed(6))
+    x = torch.randn(2 * segments, channels, *size, generator=torch.Generator().manual_seed(7))
     with torch.inference_mode():
-        fused = stack(x)
-    assert kernel_calls == [True] and torch.isfinite(fused).all()
-    torch.testing.assert_close(fused, _torch_ops(stack, x, monkeypatch), rtol=1e-5, atol=1e-3)
+        folded = ltdm._folded(cache=True)
+        fused = ltdm._inference_mixed(x, folded)
+        reduced = tdm_module._reduce(x, *folded["reduce"])
+        assert _native.ltdm_mixed(reduced, ltdm.conv_neighbor.weight, folded["pooled_sum"], folded["full"],
+                                  segments) is not None
+        monkeypatch.setenv(_native.ENV_SWITCH, "0")
+        expected = ltdm._inference_mixed(x, folded)
+    assert fused.shape == (2, 2 * segments, ltdm.hidden + 1, size[0] * size[1])
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_compiler
@@ -145,7 +169,7 @@ def test_switched_off_by_environment(monkeypatch):
 def test_build_is_cached_per_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("TDNZOO_KERNEL_CACHE", str(tmp_path))
     assert _native.native_library() is not None
-    built = list(tmp_path.glob("ltdm_gate-*.so"))
+    built = list(tmp_path.glob("ltdm-*.so"))
     assert len(built) == 1
     _native._load.cache_clear()  # a new process: finds the library, builds nothing
 

@@ -1,8 +1,9 @@
-"""The L-TDM's fused CPU inference kernel (``kernels/ltdm_gate.c``), built on first use.
+"""The L-TDM's fused CPU inference kernels (``kernels/ltdm.c``), built on first use.
 
 PyTorch has no fused op for what the L-TDM does at full resolution (a 1x1 expansion, two
 sigmoids, a gate and a temporal conv), so eager inference spends a dozen full-size memory passes
-on it. The C kernel does it in one; it is compiled with the machine's C compiler (``$CC``, else
+on it, and its bottleneck part (differences, two small 3x3 convolutions, pooling, upsampling) is
+a dozen small ops per block whose fixed costs dominate. One C kernel does each; they are compiled with the machine's C compiler (``$CC``, else
 ``cc``) the first time a TDN model runs on CPU, cached under ``~/.cache/tdnzoo/kernels`` (or
 ``$TDNZOO_KERNEL_CACHE``) keyed by source, compiler, flags and CPU, and loaded with ctypes, so no
 build step is needed at install time. Without a compiler the PyTorch ops run instead (same
@@ -26,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ltdm_gate", "native_kernels_enabled", "native_library"]
+__all__ = ["ltdm_gate", "ltdm_mixed", "native_kernels_enabled", "native_library"]
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels") / "ltdm_gate.c"
+SOURCE = Path(__file__).with_name("kernels") / "ltdm.c"
 # -march=native: the kernel is built on, and for, the machine that runs it (the cache key has the CPU).
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-lm")
 ENV_SWITCH = "TDNZOO_NATIVE_KERNELS"
 
 
@@ -82,7 +83,7 @@ def _load(cache_dir: str, compiler: str) -> ctypes.CDLL | None:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(),
                                      _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:16]
-    target = Path(cache_dir) / f"ltdm_gate-{key}.so"
+    target = Path(cache_dir) / f"ltdm-{key}.so"
     if not target.exists() and shutil.which(shlex.split(compiler)[0]) is None:
         logger.debug("no C compiler %r: the L-TDM runs on PyTorch ops", compiler)
         return None
@@ -100,9 +101,9 @@ def _load(cache_dir: str, compiler: str) -> ctypes.CDLL | None:
             stacklevel=3,
         )
         return None
-    fn = lib.tdnzoo_ltdm_gate
-    fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_int]
-    fn.restype = ctypes.c_int
+    lib.tdnzoo_ltdm_gate.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_int]
+    lib.tdnzoo_ltdm_mixed.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 5 + [ctypes.c_int]
+    lib.tdnzoo_ltdm_gate.restype = lib.tdnzoo_ltdm_mixed.restype = ctypes.c_int
     return lib
 
 
@@ -140,4 +141,41 @@ def ltdm_gate(
         )
     if status != 0:
         raise MemoryError("tdnzoo_ltdm_gate could not allocate its scratch memory")
+    return out
+
+
+def ltdm_mixed(
+    reduced: torch.Tensor,
+    neighbor_weight: torch.Tensor,
+    pooled: tuple[torch.Tensor, torch.Tensor],
+    full: tuple[torch.Tensor, torch.Tensor],
+    num_segments: int,
+) -> torch.Tensor | None:
+    """Both directions' mixed maps and a channel of ones, ``[2, N, K+1, H*W]``; see the C source.
+
+    ``reduced`` ``[N, K, H, W]`` (the folded reduction's output), ``neighbor_weight`` ``[K, 1, 3, 3]``,
+    ``pooled`` and ``full`` the folded ``(weight [K, K, 3, 3], bias [K])`` of the two 3x3 branches,
+    ``pooled`` scaled for 2x2 sums; all float32 CPU. ``None`` when the kernel is unavailable or the
+    inputs do not suit it.
+    """
+    lib = native_library()
+    n, k, h, w = reduced.shape
+    tensors = [reduced, neighbor_weight, *pooled, *full]
+    if lib is None or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    if n % num_segments or h < 2 or w < 2 or neighbor_weight.shape != (k, 1, 3, 3):
+        return None
+    if any(weight.shape != (k, k, 3, 3) or bias.shape != (k,) for weight, bias in (pooled, full)):
+        return None
+    reduced = reduced.contiguous()
+    neighbor_weight, (wp, bp), (wf, bf) = neighbor_weight.contiguous(), pooled, full
+    wp, bp, wf, bf = (t.contiguous() for t in (wp, bp, wf, bf))
+    out = reduced.new_empty((2, n, k + 1, h * w))
+    with torch.profiler.record_function("tdnzoo::ltdm_mixed"):
+        status = lib.tdnzoo_ltdm_mixed(
+            reduced.data_ptr(), neighbor_weight.data_ptr(), wp.data_ptr(), bp.data_ptr(), wf.data_ptr(), bf.data_ptr(),
+            out.data_ptr(), n // num_segments, num_segments, k, h, w, torch.get_num_threads(),
+        )
+    if status != 0:
+        raise MemoryError("tdnzoo_ltdm_mixed could not allocate its scratch memory")
     return out

@@ -23,7 +23,7 @@ from ._fast import (
     is_channels_last,
     pointwise,
 )
-from ._native import ltdm_gate, native_library
+from ._native import ltdm_gate, ltdm_mixed, native_library
 from .shift import TemporalConv, _split_time
 
 __all__ = ["LongTermStack", "LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
@@ -255,6 +255,9 @@ class LongTermTDM(nn.Module):
         n, channels, h, w = x.shape
         hidden = self.hidden
         b = _reduce(x, *f["reduce"])
+        fused = ltdm_mixed(b, self.conv_neighbor.weight, f["pooled_sum"], f["full"], self.num_segments)
+        if fused is not None:  # the same, as one C kernel (see ._native)
+            return fused
         b5 = _split_time(b, self.num_segments)
         nb5 = self.conv_neighbor(b).view_as(b5)
         diff6 = x.new_empty((2, *b5.shape))

@@ -1,5 +1,5 @@
 /*
- * The L-TDM's full-resolution inference work in one pass over memory (see tdnzoo/layers/_native.py).
+ * The L-TDM's inference work in two kernels (see tdnzoo/layers/_native.py). First the full-resolution part.
  *
  * For each frame n and channel c, with the [2, C, K1] expand weights W (the second direction
  * already negated, its bias as a last input channel of ones) and the [2, N, K1, HW] mixed maps m:
@@ -16,6 +16,7 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -152,6 +153,123 @@ int tdnzoo_ltdm_gate(const float *x, const float *m, const float *w, const float
                     temporal_conv(out + (b * t_len * channels + c) * hw, t_len, channels * hw, hw, tw + 3 * c, prev);
             free(mixed);
             free(prev);
+        }
+    }
+    return failed ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * The L-TDM's bottleneck part in inference, after the reduction b = BN(conv1x1(x)) at K
+ * channels: for direction d (0 forward, 1 backward) and frame n = (clip, t),
+ *     diff = conv_neighbor(b)[t + 1] - b[t]   (d = 0; zero at t = T - 1)
+ *            conv_neighbor(b)[t - 1] - b[t]   (d = 1; zero at t = 0)
+ *     mixed = diff + conv_full(diff) + up(conv_pooled(sum2x2(diff)))
+ * with the eval-mode BN (and the pooling's 1/4) folded into conv_full and conv_pooled, and a
+ * last channel of ones for the expand's bias: mixed is [2, N, K + 1, H * W], ready for
+ * tdnzoo_ltdm_gate. PyTorch runs this as a dozen small ops per block (three oneDNN convolutions
+ * on few channels among them), whose fixed costs dominate at these sizes.
+ *
+ * The 3x3 convolutions run on zero-bordered copies, flattened: with row pitch W + 2, output q
+ * takes input q + ky * (W + 2) + kx, a long contiguous loop the compiler vectorises; the two
+ * extra columns per row are computed and dropped.
+ */
+
+/* acc[q] += sum over taps of w[tap] * in[q + ky * pitch + kx], for q < rows * pitch - 2 */
+static void conv3x3_flat(const float *restrict in, int64_t pitch, int64_t rows, const float *w, float *restrict acc) {
+    const int64_t len = rows * pitch - 2;
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    const float *r0 = in, *r1 = in + pitch, *r2 = in + 2 * pitch;
+    for (int64_t q = 0; q < len; q++)
+        acc[q] += w0 * r0[q] + w1 * r0[q + 1] + w2 * r0[q + 2] + w3 * r1[q] + w4 * r1[q + 1] + w5 * r1[q + 2] +
+                  w6 * r2[q] + w7 * r2[q + 1] + w8 * r2[q + 2];
+}
+
+/* src [rows, cols] into the interior of a zeroed [rows + 2, cols + 2] buffer */
+static void pad_copy(const float *src, int64_t rows, int64_t cols, float *dst) {
+    const int64_t pitch = cols + 2;
+    memset(dst, 0, sizeof(float) * (rows + 2) * pitch);
+    for (int64_t y = 0; y < rows; y++) memcpy(dst + (y + 1) * pitch + 1, src + y * cols, sizeof(float) * cols);
+}
+
+/* PyTorch's nearest source index (UpSample.h): floor(dst * (float)in / out), at most in - 1 */
+static int64_t nearest_index(int64_t dst, int64_t in, int64_t out) {
+    const float scale = (float)in / (float)out;
+    const int64_t src = (int64_t)floorf((float)dst * scale);
+    return src < in - 1 ? src : in - 1;
+}
+
+/*
+ * b: [N, K, H, W]; wn: [K, 9] (depthwise); wp, wf: [K, K, 9]; bp, bf: [K]; mixed: [2, N, K + 1, H * W].
+ * H and W at least 2. Returns 0, or -1 when scratch memory could not be allocated.
+ */
+int tdnzoo_ltdm_mixed(const float *b, const float *wn, const float *wp, const float *bp, const float *wf,
+                      const float *bf, float *mixed, int64_t batch, int64_t t_len, int64_t k, int64_t h, int64_t w,
+                      int num_threads) {
+    const int64_t frames = batch * t_len, hw = h * w, h2 = h / 2, w2 = w / 2;
+    const int64_t pitch = w + 2, pitch2 = w2 + 2;
+    int failed = 0;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads) reduction(|| : failed)
+    for (int64_t d = 0; d < 2; d++) {
+        for (int64_t n = 0; n < frames; n++) {
+            float *padded = malloc(sizeof(float) * k * (h + 2) * pitch);        /* diff, zero-bordered */
+            float *pooled_in = malloc(sizeof(float) * k * (h2 + 2) * pitch2);   /* 2x2 sums, zero-bordered */
+            float *pooled = malloc(sizeof(float) * k * h2 * pitch2);            /* conv_pooled output */
+            float *acc = malloc(sizeof(float) * (h + 2) * pitch);               /* one output channel */
+            float *out = mixed + (d * frames + n) * (k + 1) * hw;
+            if (!padded || !pooled_in || !pooled || !acc) {
+                free(padded), free(pooled_in), free(pooled), free(acc);
+                failed = 1;
+                continue;
+            }
+            const int64_t t = n % t_len;
+            const int open_end = d == 0 ? t == t_len - 1 : t == 0;
+            const float *cur = b + n * k * hw, *other = open_end ? cur : b + (d == 0 ? n + 1 : n - 1) * k * hw;
+            /* diff, straight into the zero-bordered buffer */
+            memset(padded, 0, sizeof(float) * k * (h + 2) * pitch);
+            for (int64_t c = 0; c < k && !open_end; c++) {
+                pad_copy(other + c * hw, h, w, acc);
+                float *dst = padded + c * (h + 2) * pitch;
+                float *nb = dst + pitch + 1; /* conv_neighbor(other) accumulates at the interior */
+                conv3x3_flat(acc, pitch, h, wn + 9 * c, nb);
+                for (int64_t y = 0; y < h; y++) {
+                    float *row = dst + (y + 1) * pitch + 1;
+                    const float *cur_row = cur + c * hw + y * w;
+                    for (int64_t x = 0; x < w; x++) row[x] -= cur_row[x];
+                    row[w] = 0.0f, row[w + 1] = 0.0f; /* the dropped columns: back to zero border */
+                }
+            }
+            /* 2x2 sums (floor mode), zero-bordered */
+            memset(pooled_in, 0, sizeof(float) * k * (h2 + 2) * pitch2);
+            for (int64_t c = 0; c < k; c++)
+                for (int64_t y = 0; y < h2; y++) {
+                    const float *r0 = padded + c * (h + 2) * pitch + (2 * y + 1) * pitch + 1, *r1 = r0 + pitch;
+                    float *dst = pooled_in + c * (h2 + 2) * pitch2 + (y + 1) * pitch2 + 1;
+                    for (int64_t x = 0; x < w2; x++) dst[x] = (r0[2 * x] + r1[2 * x]) + (r0[2 * x + 1] + r1[2 * x + 1]);
+                }
+            for (int64_t o = 0; o < k; o++) {
+                float *p = pooled + o * h2 * pitch2;
+                for (int64_t q = 0; q < h2 * pitch2; q++) p[q] = bp[o];
+                for (int64_t c = 0; c < k; c++)
+                    conv3x3_flat(pooled_in + c * (h2 + 2) * pitch2, pitch2, h2, wp + 9 * (o * k + c), p);
+            }
+            for (int64_t o = 0; o < k; o++) {
+                for (int64_t q = 0; q < h * pitch; q++) acc[q] = bf[o];
+                for (int64_t c = 0; c < k; c++) conv3x3_flat(padded + c * (h + 2) * pitch, pitch, h, wf + 9 * (o * k + c), acc);
+                const float *diff = padded + o * (h + 2) * pitch + pitch + 1;
+                const float *p = pooled + o * h2 * pitch2;
+                for (int64_t y = 0; y < h; y++) {
+                    const float *prow = p + nearest_index(y, h2, h) * pitch2;
+                    float *dst = out + o * hw + y * w;
+                    if (2 * h2 == h && 2 * w2 == w)
+                        for (int64_t x = 0; x < w; x++) dst[x] = (acc[y * pitch + x] + diff[y * pitch + x]) + prow[x / 2];
+                    else
+                        for (int64_t x = 0; x < w; x++)
+                            dst[x] = (acc[y * pitch + x] + diff[y * pitch + x]) + prow[nearest_index(x, w2, w)];
+                }
+            }
+            for (int64_t q = 0; q < hw; q++) out[k * hw + q] = 1.0f;
+            free(padded), free(pooled_in), free(pooled), free(acc);
         }
     }
     return failed ? -1 : 0;
