@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 import tdnzoo
-from tdnzoo.layers import LongTermStack, LongTermTDM, TemporalConv, _native, reference_ops
+from tdnzoo.layers import LongTermStack, LongTermTDM, TemporalConv, _native, frame_differences, reference_ops
 from tdnzoo.layers import tdm as tdm_module
+from tdnzoo.layers._fast import avg_pool2x2
 
 from .conftest import torch_threads
 
@@ -127,9 +128,9 @@ def test_bottleneck_kernel_matches_torch_ops(channels, segments, size, monkeypat
     with torch.inference_mode():
         folded = ltdm._folded(cache=True)
         fused = ltdm._inference_mixed(x, folded)
-        reduced = tdm_module._reduce(x, *folded["reduce"])
-        assert _native.ltdm_mixed(reduced, ltdm.conv_neighbor.weight, folded["pooled_sum"], folded["full"],
-                                  segments) is not None
+        weight, bias = folded["reduce"]
+        assert _native.ltdm_mixed(tdm_module._reduce(x, weight), bias, ltdm.conv_neighbor.weight,
+                                  folded["pooled_sum"], folded["full"], segments) is not None
         monkeypatch.setenv(_native.ENV_SWITCH, "0")
         expected = ltdm._inference_mixed(x, folded)
     assert fused.shape == (2, 2 * segments, ltdm.hidden + 1, size[0] * size[1])
@@ -211,3 +212,15 @@ def test_falls_back_with_one_warning_when_the_compiler_fails(tmp_path, monkeypat
         torch.testing.assert_close(out, stack(x), rtol=1e-5, atol=1e-5)
     assert _native.native_library() is None  # remembered: no second build attempt, no second warning
     assert not list(tmp_path.glob("*.so"))
+
+
+@needs_compiler
+@pytest.mark.parametrize("frames_per_segment, size", [(5, (224, 224)), (3, (9, 13)), (2, (2, 2))])
+def test_pooled_frame_differences_match_torch_ops(frames_per_segment, size):
+    frames = torch.randn(4, 3 * frames_per_segment, *size, generator=torch.Generator().manual_seed(8))
+    fused = _native.pooled_frame_differences(frames, frames_per_segment)
+    expected = frame_differences(avg_pool2x2(frames), frames_per_segment)
+    torch.testing.assert_close(fused, expected, rtol=1e-6, atol=1e-6)
+    with reference_ops():
+        torch.testing.assert_close(fused, torch.nn.functional.avg_pool2d(frame_differences(frames, frames_per_segment), 2),
+                                   rtol=1e-5, atol=1e-5)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ltdm_gate", "ltdm_mixed", "native_kernels_enabled", "native_library"]
+__all__ = ["ltdm_gate", "ltdm_mixed", "native_kernels_enabled", "native_library", "pooled_frame_differences"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,9 @@ def _load(cache_dir: str, compiler: str) -> ctypes.CDLL | None:
         )
         return None
     lib.tdnzoo_ltdm_gate.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_int]
-    lib.tdnzoo_ltdm_mixed.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 5 + [ctypes.c_int]
+    lib.tdnzoo_ltdm_mixed.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 5 + [ctypes.c_int]
+    lib.tdnzoo_pooled_frame_differences.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    lib.tdnzoo_pooled_frame_differences.restype = None
     lib.tdnzoo_ltdm_gate.restype = lib.tdnzoo_ltdm_mixed.restype = ctypes.c_int
     return lib
 
@@ -146,6 +148,7 @@ def ltdm_gate(
 
 def ltdm_mixed(
     reduced: torch.Tensor,
+    reduced_bias: torch.Tensor,
     neighbor_weight: torch.Tensor,
     pooled: tuple[torch.Tensor, torch.Tensor],
     full: tuple[torch.Tensor, torch.Tensor],
@@ -153,29 +156,50 @@ def ltdm_mixed(
 ) -> torch.Tensor | None:
     """Both directions' mixed maps and a channel of ones, ``[2, N, K+1, H*W]``; see the C source.
 
-    ``reduced`` ``[N, K, H, W]`` (the folded reduction's output), ``neighbor_weight`` ``[K, 1, 3, 3]``,
+    ``reduced`` ``[N, K, H, W]`` and ``reduced_bias`` ``[K]`` (the folded reduction: the product
+    and its bias, added by the kernel), ``neighbor_weight`` ``[K, 1, 3, 3]``,
     ``pooled`` and ``full`` the folded ``(weight [K, K, 3, 3], bias [K])`` of the two 3x3 branches,
     ``pooled`` scaled for 2x2 sums; all float32 CPU. ``None`` when the kernel is unavailable or the
     inputs do not suit it.
     """
     lib = native_library()
     n, k, h, w = reduced.shape
-    tensors = [reduced, neighbor_weight, *pooled, *full]
+    tensors = [reduced, reduced_bias, neighbor_weight, *pooled, *full]
     if lib is None or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return None
-    if n % num_segments or h < 2 or w < 2 or neighbor_weight.shape != (k, 1, 3, 3):
+    if n % num_segments or h < 2 or w < 2 or neighbor_weight.shape != (k, 1, 3, 3) or reduced_bias.shape != (k,):
         return None
     if any(weight.shape != (k, k, 3, 3) or bias.shape != (k,) for weight, bias in (pooled, full)):
         return None
-    reduced = reduced.contiguous()
+    reduced, reduced_bias = reduced.contiguous(), reduced_bias.contiguous()
     neighbor_weight, (wp, bp), (wf, bf) = neighbor_weight.contiguous(), pooled, full
     wp, bp, wf, bf = (t.contiguous() for t in (wp, bp, wf, bf))
     out = reduced.new_empty((2, n, k + 1, h * w))
     with torch.profiler.record_function("tdnzoo::ltdm_mixed"):
         status = lib.tdnzoo_ltdm_mixed(
-            reduced.data_ptr(), neighbor_weight.data_ptr(), wp.data_ptr(), bp.data_ptr(), wf.data_ptr(), bf.data_ptr(),
+            reduced.data_ptr(), reduced_bias.data_ptr(), neighbor_weight.data_ptr(), wp.data_ptr(), bp.data_ptr(), wf.data_ptr(), bf.data_ptr(),
             out.data_ptr(), n // num_segments, num_segments, k, h, w, torch.get_num_threads(),
         )
     if status != 0:
         raise MemoryError("tdnzoo_ltdm_mixed could not allocate its scratch memory")
+    return out
+
+
+def pooled_frame_differences(frames: torch.Tensor, frames_per_segment: int) -> torch.Tensor | None:
+    """``frame_differences(avg_pool2x2(frames))`` in one pass (the S-TDM input); see the C source.
+
+    ``frames`` ``[N, F*3, H, W]`` float32 CPU; ``None`` when the kernel is unavailable or the
+    input does not suit it.
+    """
+    lib = native_library()
+    if lib is None or frames.device.type != "cpu" or frames.dtype != torch.float32 or frames.dim() != 4:
+        return None
+    n, c, h, w = frames.shape
+    if c != 3 * frames_per_segment or frames_per_segment < 2 or h < 2 or w < 2:
+        return None
+    frames = frames.contiguous()
+    out = frames.new_empty((n, 3 * (frames_per_segment - 1), h // 2, w // 2))
+    with torch.profiler.record_function("tdnzoo::pooled_frame_differences"):
+        lib.tdnzoo_pooled_frame_differences(frames.data_ptr(), out.data_ptr(), n, frames_per_segment, h, w,
+                                            torch.get_num_threads())
     return out

@@ -23,7 +23,7 @@ from ._fast import (
     is_channels_last,
     pointwise,
 )
-from ._native import ltdm_gate, ltdm_mixed, native_library
+from ._native import ltdm_gate, ltdm_mixed, native_library, pooled_frame_differences
 from .shift import TemporalConv, _split_time
 
 __all__ = ["LongTermStack", "LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
@@ -254,10 +254,13 @@ class LongTermTDM(nn.Module):
         """Both directions' mixed maps (the input of ``conv_expand``) and a channel of ones: ``[2, N, K+1, H*W]``."""
         n, channels, h, w = x.shape
         hidden = self.hidden
-        b = _reduce(x, *f["reduce"])
-        fused = ltdm_mixed(b, self.conv_neighbor.weight, f["pooled_sum"], f["full"], self.num_segments)
-        if fused is not None:  # the same, as one C kernel (see ._native)
-            return fused
+        weight, bias = f["reduce"]
+        if native_library() is not None and x.dtype == torch.float32:  # the same, as one C kernel (see ._native)
+            fused = ltdm_mixed(_reduce(x, weight), bias, self.conv_neighbor.weight, f["pooled_sum"], f["full"],
+                               self.num_segments)
+            if fused is not None:
+                return fused
+        b = _reduce(x, weight, bias)
         b5 = _split_time(b, self.num_segments)
         nb5 = self.conv_neighbor(b).view_as(b5)
         diff6 = x.new_empty((2, *b5.shape))
@@ -444,11 +447,15 @@ class ShortTermTDM(nn.Module):
         _split_time(frames, self.num_segments)  # shape check only
         # Average pooling is linear, so pooling the frames before differencing gives the
         # official pool(difference) on a quarter of the pixels.
-        if fast_ops_enabled():
+        inference = eager_inference(frames, *self.parameters())
+        fused = pooled_frame_differences(frames, self.frames_per_segment) if inference else None
+        if fused is not None:  # the same in one pass, a C kernel (see ._native)
+            diff = fused
+        elif fast_ops_enabled():
             diff = frame_differences(avg_pool2x2(frames), self.frames_per_segment)
         else:  # the official order: difference, then pool
             diff = F.avg_pool2d(frame_differences(frames, self.frames_per_segment), 2)
-        if not eager_inference(diff, *self.parameters()):
+        if not inference:
             cpu_fast = (fast_ops_enabled() and diff.device.type == "cpu" and diff.dim() == 4
                         and not is_channels_last(diff) and not torch.compiler.is_compiling())
             stem_out = self._train_stem(diff) if cpu_fast else self.stem(diff)

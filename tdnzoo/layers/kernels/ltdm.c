@@ -160,8 +160,9 @@ int tdnzoo_ltdm_gate(const float *x, const float *m, const float *w, const float
 
 /* ------------------------------------------------------------------------------------------ */
 /*
- * The L-TDM's bottleneck part in inference, after the reduction b = BN(conv1x1(x)) at K
- * channels: for direction d (0 forward, 1 backward) and frame n = (clip, t),
+ * The L-TDM's bottleneck part in inference, from the reduction b = BN(conv1x1(x)) at K channels
+ * (given as the product W x and the folded BN bias, added here): for direction d (0 forward,
+ * 1 backward) and frame n = (clip, t),
  *     diff = conv_neighbor(b)[t + 1] - b[t]   (d = 0; zero at t = T - 1)
  *            conv_neighbor(b)[t - 1] - b[t]   (d = 1; zero at t = 0)
  *     mixed = diff + conv_full(diff) + up(conv_pooled(sum2x2(diff)))
@@ -185,11 +186,12 @@ static void conv3x3_flat(const float *restrict in, int64_t pitch, int64_t rows, 
                   w6 * r2[q] + w7 * r2[q + 1] + w8 * r2[q + 2];
 }
 
-/* src [rows, cols] into the interior of a zeroed [rows + 2, cols + 2] buffer */
-static void pad_copy(const float *src, int64_t rows, int64_t cols, float *dst) {
+/* src + bias, [rows, cols], into the interior of a zeroed [rows + 2, cols + 2] buffer */
+static void pad_copy(const float *src, float bias, int64_t rows, int64_t cols, float *dst) {
     const int64_t pitch = cols + 2;
     memset(dst, 0, sizeof(float) * (rows + 2) * pitch);
-    for (int64_t y = 0; y < rows; y++) memcpy(dst + (y + 1) * pitch + 1, src + y * cols, sizeof(float) * cols);
+    for (int64_t y = 0; y < rows; y++)
+        for (int64_t x = 0; x < cols; x++) dst[(y + 1) * pitch + 1 + x] = src[y * cols + x] + bias;
 }
 
 /* PyTorch's nearest source index (UpSample.h): floor(dst * (float)in / out), at most in - 1 */
@@ -200,10 +202,11 @@ static int64_t nearest_index(int64_t dst, int64_t in, int64_t out) {
 }
 
 /*
- * b: [N, K, H, W]; wn: [K, 9] (depthwise); wp, wf: [K, K, 9]; bp, bf: [K]; mixed: [2, N, K + 1, H * W].
- * H and W at least 2. Returns 0, or -1 when scratch memory could not be allocated.
+ * b: [N, K, H, W] and bb: [K] (b + bb is the reduction); wn: [K, 9] (depthwise); wp, wf: [K, K, 9];
+ * bp, bf: [K]; mixed: [2, N, K + 1, H * W]. H and W at least 2. Returns 0, or -1 when scratch
+ * memory could not be allocated.
  */
-int tdnzoo_ltdm_mixed(const float *b, const float *wn, const float *wp, const float *bp, const float *wf,
+int tdnzoo_ltdm_mixed(const float *b, const float *bb, const float *wn, const float *wp, const float *bp, const float *wf,
                       const float *bf, float *mixed, int64_t batch, int64_t t_len, int64_t k, int64_t h, int64_t w,
                       int num_threads) {
     const int64_t frames = batch * t_len, hw = h * w, h2 = h / 2, w2 = w / 2;
@@ -228,14 +231,14 @@ int tdnzoo_ltdm_mixed(const float *b, const float *wn, const float *wp, const fl
             /* diff, straight into the zero-bordered buffer */
             memset(padded, 0, sizeof(float) * k * (h + 2) * pitch);
             for (int64_t c = 0; c < k && !open_end; c++) {
-                pad_copy(other + c * hw, h, w, acc);
+                pad_copy(other + c * hw, bb[c], h, w, acc);
                 float *dst = padded + c * (h + 2) * pitch;
                 float *nb = dst + pitch + 1; /* conv_neighbor(other) accumulates at the interior */
                 conv3x3_flat(acc, pitch, h, wn + 9 * c, nb);
                 for (int64_t y = 0; y < h; y++) {
                     float *row = dst + (y + 1) * pitch + 1;
                     const float *cur_row = cur + c * hw + y * w;
-                    for (int64_t x = 0; x < w; x++) row[x] -= cur_row[x];
+                    for (int64_t x = 0; x < w; x++) row[x] -= cur_row[x] + bb[c];
                     row[w] = 0.0f, row[w + 1] = 0.0f; /* the dropped columns: back to zero border */
                 }
             }
@@ -273,4 +276,35 @@ int tdnzoo_ltdm_mixed(const float *b, const float *wn, const float *wp, const fl
         }
     }
     return failed ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * The S-TDM's input in inference: the 2x2 average-pooled differences of consecutive frames,
+ *     out[n, 3 f + ch] = pool(frames[n, 3 (f + 1) + ch]) - pool(frames[n, 3 f + ch]),
+ * pool being (r0[2x] + r1[2x] + r0[2x+1] + r1[2x+1]) / 4 (floor mode), in one pass over the
+ * frames: PyTorch writes the pooled frames, reads them back and writes the differences.
+ * frames: [N, F * 3, H, W]; out: [N, (F - 1) * 3, H / 2, W / 2].
+ */
+void tdnzoo_pooled_frame_differences(const float *frames, float *out, int64_t n, int64_t f, int64_t h, int64_t w,
+                                     int num_threads) {
+    const int64_t h2 = h / 2, w2 = w / 2, channels = 3 * f;
+#pragma omp parallel for collapse(3) schedule(static) num_threads(num_threads)
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t ch = 0; ch < 3; ch++) {
+            for (int64_t y = 0; y < h2; y++) {
+                float prev[w2 > 0 ? w2 : 1], cur[w2 > 0 ? w2 : 1];
+                for (int64_t j = 0; j < f; j++) {
+                    const float *r0 = frames + ((i * channels + 3 * j + ch) * h + 2 * y) * w, *r1 = r0 + w;
+                    for (int64_t x = 0; x < w2; x++)
+                        cur[x] = ((r0[2 * x] + r1[2 * x]) + (r0[2 * x + 1] + r1[2 * x + 1])) * 0.25f;
+                    if (j > 0) {
+                        float *dst = out + ((i * 3 * (f - 1) + 3 * (j - 1) + ch) * h2 + y) * w2;
+                        for (int64_t x = 0; x < w2; x++) dst[x] = cur[x] - prev[x];
+                    }
+                    memcpy(prev, cur, sizeof(float) * w2);
+                }
+            }
+        }
+    }
 }
