@@ -16,7 +16,15 @@ import torch
 from torch import nn
 
 import tdnzoo
-from tdnzoo.layers import LongTermStack, LongTermTDM, TemporalConv, _native, frame_differences, reference_ops
+from tdnzoo.layers import (
+    LongTermStack,
+    LongTermTDM,
+    TemporalConv,
+    _native,
+    frame_differences,
+    fuse_difference,
+    reference_ops,
+)
 from tdnzoo.layers import tdm as tdm_module
 from tdnzoo.layers._fast import avg_pool2x2
 
@@ -224,3 +232,40 @@ def test_pooled_frame_differences_match_torch_ops(frames_per_segment, size):
     with reference_ops():
         torch.testing.assert_close(fused, torch.nn.functional.avg_pool2d(frame_differences(frames, frames_per_segment), 2),
                                    rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+@pytest.mark.parametrize("alpha, beta", [(0.5, 0.5), (0.75, 0.25), (1.0, 0.5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fusion_kernel_matches_torch_ops(alpha, beta, channels_last, monkeypatch):
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 24, 10, 14, generator=g)
+    small = torch.randn(4, 24, 5, 7, generator=g)
+    if channels_last:
+        small = small.contiguous(memory_format=torch.channels_last)
+    fused = _native.fuse_upsampled_(x.clone(), small, alpha, beta)
+    with reference_ops():
+        torch.testing.assert_close(fused, fuse_difference(x, small, alpha, beta), rtol=1e-6, atol=1e-6)
+    monkeypatch.setenv(_native.ENV_SWITCH, "0")
+    torch.testing.assert_close(fused, fuse_difference(x, small, alpha, beta), rtol=0, atol=0)  # same formula
+
+
+@needs_compiler
+def test_fusion_kernel_declines_other_sizes():
+    x = torch.randn(2, 8, 7, 7)
+    assert _native.fuse_upsampled_(x, torch.randn(2, 8, 3, 3), 0.5, 0.5) is None
+    assert _native.fuse_upsampled_(x.transpose(2, 3), torch.randn(2, 8, 3, 3), 0.5, 0.5) is None
+
+
+@needs_compiler
+def test_stdm_stage_map_stays_channels_last_for_the_fusion_kernel(monkeypatch):
+    torch.manual_seed(0)
+    model = _trained_looking(tdnzoo.create_model("tdn_test_resnet", num_segments=4, num_classes=5))
+    frames = torch.randn(8, model.frames_per_segment * 3, 64, 64)
+    with torch.inference_mode():
+        stem, stage = model.short_term(frames)
+        assert stage.is_contiguous(memory_format=torch.channels_last)
+        monkeypatch.setenv(_native.ENV_SWITCH, "0")
+        stem_ref, stage_ref = model.short_term(frames)
+    torch.testing.assert_close(stage, stage_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stem, stem_ref, rtol=1e-5, atol=1e-5)

@@ -27,7 +27,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ltdm_gate", "ltdm_mixed", "native_kernels_enabled", "native_library", "pooled_frame_differences"]
+__all__ = [
+    "fuse_upsampled_",
+    "ltdm_gate",
+    "ltdm_mixed",
+    "native_kernels_enabled",
+    "native_library",
+    "pooled_frame_differences",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +112,9 @@ def _load(cache_dir: str, compiler: str) -> ctypes.CDLL | None:
     lib.tdnzoo_ltdm_mixed.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 5 + [ctypes.c_int]
     lib.tdnzoo_pooled_frame_differences.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_int]
     lib.tdnzoo_pooled_frame_differences.restype = None
+    lib.tdnzoo_fuse_upsampled.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4
+                                          + [ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int])
+    lib.tdnzoo_fuse_upsampled.restype = None
     lib.tdnzoo_ltdm_gate.restype = lib.tdnzoo_ltdm_mixed.restype = ctypes.c_int
     return lib
 
@@ -203,3 +213,27 @@ def pooled_frame_differences(frames: torch.Tensor, frames_per_segment: int) -> t
         lib.tdnzoo_pooled_frame_differences(frames.data_ptr(), out.data_ptr(), n, frames_per_segment, h, w,
                                             torch.get_num_threads())
     return out
+
+
+def fuse_upsampled_(x: torch.Tensor, small: torch.Tensor, alpha: float, beta: float) -> torch.Tensor | None:
+    """``x = alpha * x + beta * up(small)`` in place, ``up`` nearest 2x (TDN's fusion); see the C source.
+
+    ``x`` ``[N, C, 2h, 2w]`` contiguous, ``small`` ``[N, C, h, w]`` contiguous or channels_last;
+    float32 CPU. Returns ``x``, or ``None`` (``x`` untouched) when the kernel does not apply.
+    """
+    lib = native_library()
+    if lib is None or x.dim() != 4 or small.dim() != 4 or not x.is_contiguous():
+        return None
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, small)):
+        return None
+    n, c, h, w = x.shape
+    if small.shape != (n, c, h // 2, w // 2) or h % 2 or w % 2:
+        return None
+    channels_last = not small.is_contiguous() and small.is_contiguous(memory_format=torch.channels_last)
+    if not channels_last and not small.is_contiguous():
+        return None
+    lerp = alpha + beta == 1.0 and alpha != 1.0
+    with torch.profiler.record_function("tdnzoo::fuse_upsampled"):
+        lib.tdnzoo_fuse_upsampled(x.data_ptr(), small.data_ptr(), n, c, h // 2, w // 2, int(channels_last),
+                                  alpha, beta, int(lerp), torch.get_num_threads())
+    return x

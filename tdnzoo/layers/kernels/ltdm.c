@@ -308,3 +308,43 @@ void tdnzoo_pooled_frame_differences(const float *frames, float *out, int64_t n,
         }
     }
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * TDN's fusion of the S-TDM into the RGB stream, in place: x = alpha * x + beta * up(d), up being
+ * nearest 2x upsampling. With lerp (alpha + beta == 1) it is torch.lerp(x, up(d), beta), in
+ * lerp's own formula. x: [N, C, H, W] with H = 2 H2, W = 2 W2; d: [N, C, H2, W2], or
+ * channels-last [N, H2, W2, C] when d_channels_last (the S-TDM stage's own layout; reading it
+ * here saves converting it). PyTorch materialises the upsampled map, or half of it, first.
+ */
+static inline float fuse_value(float x, float d, float alpha, float beta, int lerp) {
+    if (!lerp) return x * alpha + beta * d;
+    return beta < 0.5f ? x + beta * (d - x) : d - (d - x) * (1.0f - beta);
+}
+
+void tdnzoo_fuse_upsampled(float *x, const float *d, int64_t n, int64_t c, int64_t h2, int64_t w2,
+                           int d_channels_last, float alpha, float beta, int lerp, int num_threads) {
+    const int64_t h = 2 * h2, w = 2 * w2;
+    if (!d_channels_last) {
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t ch = 0; ch < c; ch++)
+                for (int64_t y = 0; y < h; y++) {
+                    float *row = x + ((i * c + ch) * h + y) * w;
+                    const float *src = d + ((i * c + ch) * h2 + y / 2) * w2;
+                    for (int64_t xx = 0; xx < w; xx++) row[xx] = fuse_value(row[xx], src[xx / 2], alpha, beta, lerp);
+                }
+        return;
+    }
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t y2 = 0; y2 < h2; y2++) {
+            const float *block = d + (i * h2 + y2) * w2 * c; /* [W2, C] */
+            for (int64_t ch = 0; ch < c; ch++)
+                for (int64_t y = 2 * y2; y < 2 * y2 + 2; y++) {
+                    float *row = x + ((i * c + ch) * h + y) * w;
+                    for (int64_t xx = 0; xx < w; xx++)
+                        row[xx] = fuse_value(row[xx], block[(xx / 2) * c + ch], alpha, beta, lerp);
+                }
+        }
+}
