@@ -317,9 +317,19 @@ void tdnzoo_pooled_frame_differences(const float *frames, float *out, int64_t n,
  * channels-last [N, H2, W2, C] when d_channels_last (the S-TDM stage's own layout; reading it
  * here saves converting it). PyTorch materialises the upsampled map, or half of it, first.
  */
-static inline float fuse_value(float x, float d, float alpha, float beta, int lerp) {
-    if (!lerp) return x * alpha + beta * d;
-    return beta < 0.5f ? x + beta * (d - x) : d - (d - x) * (1.0f - beta);
+/* row pair [2, W] <- fused with the upsampled source row src [W / 2] */
+static void fuse_rows(float *row0, float *row1, const float *src, int64_t w, float alpha, float beta, int lerp) {
+    float up[w];
+    for (int64_t k = 0; k < w / 2; k++) up[2 * k] = up[2 * k + 1] = src[k];
+    for (int r = 0; r < 2; r++) {
+        float *row = r ? row1 : row0;
+        if (!lerp)
+            for (int64_t i = 0; i < w; i++) row[i] = row[i] * alpha + beta * up[i];
+        else if (beta < 0.5f)
+            for (int64_t i = 0; i < w; i++) row[i] = row[i] + beta * (up[i] - row[i]);
+        else
+            for (int64_t i = 0; i < w; i++) row[i] = up[i] - (up[i] - row[i]) * (1.0f - beta);
+    }
 }
 
 void tdnzoo_fuse_upsampled(float *x, const float *d, int64_t n, int64_t c, int64_t h2, int64_t w2,
@@ -329,22 +339,28 @@ void tdnzoo_fuse_upsampled(float *x, const float *d, int64_t n, int64_t c, int64
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
         for (int64_t i = 0; i < n; i++)
             for (int64_t ch = 0; ch < c; ch++)
-                for (int64_t y = 0; y < h; y++) {
-                    float *row = x + ((i * c + ch) * h + y) * w;
-                    const float *src = d + ((i * c + ch) * h2 + y / 2) * w2;
-                    for (int64_t xx = 0; xx < w; xx++) row[xx] = fuse_value(row[xx], src[xx / 2], alpha, beta, lerp);
+                for (int64_t y2 = 0; y2 < h2; y2++) {
+                    float *row = x + ((i * c + ch) * h + 2 * y2) * w;
+                    fuse_rows(row, row + w, d + ((i * c + ch) * h2 + y2) * w2, w, alpha, beta, lerp);
                 }
         return;
     }
+    /* per block of 16 channels, row by row: the source rows are gathered as [16, W2] (16 channels
+       are one cache line of the channels-last map), the fused rows of x are read in order */
+    const int64_t blocks = (c + 15) / 16;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
     for (int64_t i = 0; i < n; i++)
-        for (int64_t y2 = 0; y2 < h2; y2++) {
-            const float *block = d + (i * h2 + y2) * w2 * c; /* [W2, C] */
-            for (int64_t ch = 0; ch < c; ch++)
-                for (int64_t y = 2 * y2; y < 2 * y2 + 2; y++) {
-                    float *row = x + ((i * c + ch) * h + y) * w;
-                    for (int64_t xx = 0; xx < w; xx++)
-                        row[xx] = fuse_value(row[xx], block[(xx / 2) * c + ch], alpha, beta, lerp);
+        for (int64_t cb = 0; cb < blocks; cb++) {
+            const int64_t c0 = 16 * cb, nc = c - c0 < 16 ? c - c0 : 16;
+            float src[16][w2];
+            for (int64_t y2 = 0; y2 < h2; y2++) {
+                const float *line = d + ((i * h2 + y2) * w2) * c + c0;
+                for (int64_t k = 0; k < w2; k++)
+                    for (int64_t j = 0; j < nc; j++) src[j][k] = line[k * c + j];
+                for (int64_t j = 0; j < nc; j++) {
+                    float *row = x + ((i * c + c0 + j) * h + 2 * y2) * w;
+                    fuse_rows(row, row + w, src[j], w, alpha, beta, lerp);
                 }
+            }
         }
 }
