@@ -182,7 +182,7 @@ def test_build_is_cached_per_machine(tmp_path, monkeypatch):
     assert len(built) == 1
     _native._load.cache_clear()  # a new process: finds the library, builds nothing
 
-    def no_build(target):
+    def no_build(target, compiler):
         raise AssertionError("rebuilt although the cached library fits")
 
     monkeypatch.setattr(_native, "_build", no_build)

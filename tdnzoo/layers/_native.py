@@ -49,10 +49,10 @@ def native_kernels_enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _cache_dir() -> Path:
-    if os.environ.get("TDNZOO_KERNEL_CACHE"):
-        return Path(os.environ["TDNZOO_KERNEL_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tdnzoo" / "kernels"
+def _cache_dir(override: str | None, xdg_cache_home: str | None) -> Path:
+    if override:
+        return Path(override)
+    return Path(xdg_cache_home or Path.home() / ".cache") / "tdnzoo" / "kernels"
 
 
 def _cpu_signature() -> str:
@@ -65,17 +65,13 @@ def _cpu_signature() -> str:
     return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
 
 
-def _compiler() -> list[str]:
-    return shlex.split(os.environ.get("CC", "cc"))
-
-
-def _build(target: Path) -> None:
+def _build(target: Path, compiler: str) -> None:
     """Compile the kernel to ``target``, atomically (parallel processes may build at once)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [*_compiler(), *FLAGS, "-o", tmp, str(SOURCE)]
+        cmd = [*shlex.split(compiler), *FLAGS, "-o", tmp, str(SOURCE)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"{shlex.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
@@ -86,17 +82,17 @@ def _build(target: Path) -> None:
 
 
 @functools.cache
-def _load(cache_dir: str, compiler: str) -> ctypes.CDLL | None:
+def _load(cache_override: str | None, xdg_cache_home: str | None, compiler: str) -> ctypes.CDLL | None:
     source = SOURCE.read_bytes()
     key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(),
                                      _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:16]
-    target = Path(cache_dir) / f"ltdm-{key}.so"
+    target = _cache_dir(cache_override, xdg_cache_home) / f"ltdm-{key}.so"
     if not target.exists() and shutil.which(shlex.split(compiler)[0]) is None:
         logger.debug("no C compiler %r: the L-TDM runs on PyTorch ops", compiler)
         return None
     try:
         if not target.exists():
-            _build(target)
+            _build(target, compiler)
         # torch is imported, so the kernel's libgomp.so.1 resolves to the runtime torch loaded:
         # one OpenMP thread pool, not two competing for the cores.
         lib = ctypes.CDLL(str(target))
@@ -123,7 +119,9 @@ def native_library() -> ctypes.CDLL | None:
     """The compiled kernel library, or ``None`` when switched off or when it cannot be built."""
     if not native_kernels_enabled():
         return None
-    return _load(str(_cache_dir()), " ".join(_compiler()))
+    # Called per layer per forward: only environment lookups here, paths are built once per setting.
+    env = os.environ
+    return _load(env.get("TDNZOO_KERNEL_CACHE"), env.get("XDG_CACHE_HOME"), env.get("CC", "cc"))
 
 
 def ltdm_gate(
