@@ -1,14 +1,21 @@
-"""The L-TDM's fused CPU inference kernels (``kernels/ltdm.c``), built on first use.
+"""TDN's fused CPU inference kernels (``kernels/ltdm.c``), built on first use.
 
-PyTorch has no fused op for what the L-TDM does at full resolution (a 1x1 expansion, two
-sigmoids, a gate and a temporal conv), so eager inference spends a dozen full-size memory passes
-on it, and its bottleneck part (differences, two small 3x3 convolutions, pooling, upsampling) is
-a dozen small ops per block whose fixed costs dominate. One C kernel does each; they are compiled with the machine's C compiler (``$CC``, else
-``cc``) the first time a TDN model runs on CPU, cached under ``~/.cache/tdnzoo/kernels`` (or
-``$TDNZOO_KERNEL_CACHE``) keyed by source, compiler, flags and CPU, and loaded with ctypes, so no
-build step is needed at install time. Without a compiler the PyTorch ops run instead (same
-results up to float rounding, slower); a compiler that fails warns once. ``TDNZOO_NATIVE_KERNELS=0``
-turns the kernel off.
+PyTorch has no fused ops for what TDN adds to a backbone, so eager inference spends many passes
+and many small ops on it. Four C kernels do it instead, each pinned to the PyTorch ops by
+``tests/test_native_kernel.py``:
+
+- :func:`ltdm_gate`: the L-TDM at full resolution (both directions' 1x1 expansion, two sigmoids,
+  the gate, the temporal conv after it) in one pass, where the ops take a dozen full-size passes;
+- :func:`ltdm_mixed`: the L-TDM bottleneck (differences, the two small 3x3 branches, pooling,
+  upsampling), a dozen small ops per block whose fixed costs dominate at these sizes;
+- :func:`pooled_frame_differences`: the S-TDM input, pooling and differencing in one pass;
+- :func:`fuse_upsampled_`: TDN's fusion (nearest 2x upsampling and lerp) in place.
+
+They are compiled with the machine's C compiler (``$CC``, else ``cc``) the first time a TDN
+model runs on CPU, cached under ``~/.cache/tdnzoo/kernels`` (or ``$TDNZOO_KERNEL_CACHE``) keyed by
+source, compiler, flags and CPU, and loaded with ctypes: no build step at install time. Without a
+compiler the PyTorch ops run instead (same results up to float rounding, slower); a compiler that
+fails warns once. ``TDNZOO_NATIVE_KERNELS=0`` turns them off.
 """
 from __future__ import annotations
 
@@ -98,7 +105,7 @@ def _load(cache_override: str | None, xdg_cache_home: str | None, compiler: str)
         lib = ctypes.CDLL(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         warnings.warn(
-            f"tdnzoo: could not build or load the native L-TDM kernel ({err}); TDN inference on CPU "
+            f"tdnzoo: could not build or load the native TDN kernels ({err}); TDN inference on CPU "
             f"uses PyTorch ops instead (same results, slower). Set {ENV_SWITCH}=0 to silence this.",
             RuntimeWarning,
             stacklevel=3,

@@ -395,7 +395,8 @@ def fuse_difference(
     For an exact 2x upsampling (the S-TDM case) only the width is upsampled into a new map and
     the row pairs of ``x`` take it by broadcasting (a contiguous inner loop; broadcasting both
     ways is several times slower on CPU). When ``alpha + beta == 1`` (the official weights)
-    the fusion is a single ``lerp``. With ``inplace`` the result overwrites ``x``.
+    the fusion is a single ``lerp``. With ``inplace`` the result overwrites ``x``; in eager CPU
+    inference that is one pass of a C kernel (see ``tdnzoo.layers._native``), same formula.
     """
     h, w = x.shape[-2:]
     dh, dw = diff.shape[-2:]
@@ -428,7 +429,9 @@ class ShortTermTDM(nn.Module):
     which is equal and cheaper) and runs them
     through its own ``stem`` (a copy of the backbone's stem whose first conv takes ``(F-1)*3``
     channels) and its own copy of the first stage. Returns both feature maps; the model fuses
-    them into the RGB stream with :func:`fuse_difference`.
+    them into the RGB stream with :func:`fuse_difference`. In CPU inference with the native
+    kernels (see ``tdnzoo.layers._native``) the stage map comes back channels_last, the layout it
+    is computed in, since the fusion kernel reads it as it is.
 
     Args:
         stem: the difference stem, input ``(F-1)*3`` channels.
