@@ -269,3 +269,41 @@ def test_stdm_stage_map_stays_channels_last_for_the_fusion_kernel(monkeypatch):
         stem_ref, stage_ref = model.short_term(frames)
     torch.testing.assert_close(stage, stage_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stem, stem_ref, rtol=1e-5, atol=1e-5)
+
+
+def _gradients(module: nn.Module, x: torch.Tensor, seed: int = 10) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    module.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    out = module(x)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)))
+    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    return out.detach(), {"input": x.grad, **grads}
+
+
+@needs_compiler
+@pytest.mark.parametrize("with_tconv", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+def test_training_kernels_match_torch_ops(with_tconv, train, monkeypatch):
+    """Outputs and every gradient (input, L-TDM weights and BN affines, temporal taps) as the ops give them."""
+    torch.manual_seed(0)
+    module = _stack(40, 4) if with_tconv else _trained_looking(LongTermTDM(40, num_segments=4))
+    module.train(train)
+    x = torch.randn(8, 40, 5, 9, generator=torch.Generator().manual_seed(11))
+    calls = []
+    inner = tdm_module.gate_temporal_conv
+    monkeypatch.setattr(tdm_module, "gate_temporal_conv", lambda *a: calls.append(1) or inner(*a))
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    with torch_threads(2):
+        out, grads = _gradients(module, x)
+    assert calls == [1]
+    fused_state = {k: v.clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(state)
+    with monkeypatch.context() as m:
+        m.setenv(_native.ENV_SWITCH, "0")
+        out_ref, grads_ref = _gradients(module, x)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
+    for key, value in module.state_dict().items():  # running statistics updated alike
+        torch.testing.assert_close(fused_state[key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -9,9 +9,11 @@ and many small ops on it. Four C kernels do it instead, each pinned to the PyTor
 - :func:`ltdm_mixed`: the L-TDM bottleneck (differences, the two small 3x3 branches, pooling,
   upsampling), a dozen small ops per block whose fixed costs dominate at these sizes;
 - :func:`pooled_frame_differences`: the S-TDM input, pooling and differencing in one pass;
-- :func:`fuse_upsampled_`: TDN's fusion (nearest 2x upsampling and lerp) in place.
+- :func:`fuse_upsampled_`: TDN's fusion (nearest 2x upsampling and lerp) in place;
+- :func:`gate_temporal_conv`, in training: the L-TDM gate and the temporal conv, forward and
+  backward, each in one pass.
 
-They are compiled with the machine's C compiler (``$CC``, else ``cc``) the first time a TDN
+The first four run in inference (no autograd). They are compiled with the machine's C compiler (``$CC``, else ``cc``) the first time a TDN
 model runs on CPU, cached under ``~/.cache/tdnzoo/kernels`` (or ``$TDNZOO_KERNEL_CACHE``) keyed by
 source, compiler, flags and CPU, and loaded with ctypes: no build step at install time. Without a
 compiler the PyTorch ops run instead (same results up to float rounding, slower); a compiler that
@@ -36,6 +38,7 @@ import torch
 
 __all__ = [
     "fuse_upsampled_",
+    "gate_temporal_conv",
     "ltdm_gate",
     "ltdm_mixed",
     "native_kernels_enabled",
@@ -118,6 +121,10 @@ def _load(cache_override: str | None, xdg_cache_home: str | None, compiler: str)
     lib.tdnzoo_fuse_upsampled.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4
                                           + [ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int])
     lib.tdnzoo_fuse_upsampled.restype = None
+    lib.tdnzoo_gate_tconv_forward.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    lib.tdnzoo_gate_tconv_forward.restype = None
+    lib.tdnzoo_gate_tconv_backward.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    lib.tdnzoo_gate_tconv_backward.restype = None
     lib.tdnzoo_ltdm_gate.restype = lib.tdnzoo_ltdm_mixed.restype = ctypes.c_int
     return lib
 
@@ -242,3 +249,63 @@ def fuse_upsampled_(x: torch.Tensor, small: torch.Tensor, alpha: float, beta: fl
         lib.tdnzoo_fuse_upsampled(x.data_ptr(), small.data_ptr(), n, c, h // 2, w // 2, int(channels_last),
                                   alpha, beta, int(lerp), torch.get_num_threads())
     return x
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class _GateTemporalConv(torch.autograd.Function):
+    """``tconv(x + 0.5 * x * (sigmoid(lf) - sigmoid(lb)))`` with a one-pass backward (C kernels)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lf: torch.Tensor, lb: torch.Tensor, taps: torch.Tensor | None,
+                num_segments: int, lib: ctypes.CDLL) -> torch.Tensor:
+        n, channels, h, w = x.shape
+        x, lf, lb = x.contiguous(), lf.contiguous(), lb.contiguous()
+        taps_flat = None if taps is None else taps.detach().reshape(channels, 3).contiguous()
+        out = torch.empty_like(x)
+        with torch.profiler.record_function("tdnzoo::gate_tconv_forward"):
+            lib.tdnzoo_gate_tconv_forward(x.data_ptr(), lf.data_ptr(), lb.data_ptr(), _ptr(taps_flat), out.data_ptr(),
+                                          n // num_segments, num_segments, channels, h * w, torch.get_num_threads())
+        ctx.save_for_backward(x, lf, lb, taps_flat)
+        ctx.num_segments, ctx.lib, ctx.taps_shape = num_segments, lib, None if taps is None else taps.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, lf, lb, taps = ctx.saved_tensors
+        n, channels, h, w = x.shape
+        clips = n // ctx.num_segments
+        grad = grad.contiguous()
+        gx, glf, glb = torch.empty_like(x), torch.empty_like(lf), torch.empty_like(lb)
+        gtw = None if taps is None else torch.zeros(clips, channels, 3, dtype=torch.float64)
+        with torch.profiler.record_function("tdnzoo::gate_tconv_backward"):
+            ctx.lib.tdnzoo_gate_tconv_backward(
+                grad.data_ptr(), x.data_ptr(), lf.data_ptr(), lb.data_ptr(), _ptr(taps), gx.data_ptr(), glf.data_ptr(),
+                glb.data_ptr(), _ptr(gtw), clips, ctx.num_segments, channels, h * w, torch.get_num_threads(),
+            )
+        grad_taps = None if gtw is None else gtw.sum(0).to(x.dtype).view(ctx.taps_shape)
+        return gx, glf, glb, grad_taps, None, None
+
+
+def gate_temporal_conv(
+    x: torch.Tensor, lf: torch.Tensor, lb: torch.Tensor, taps: torch.Tensor | None, num_segments: int
+) -> torch.Tensor | None:
+    """The L-TDM output ``x + 0.5 * x * (sigmoid(lf) - sigmoid(lb))`` and the temporal conv by ``taps``
+    (``[C, 1, 3]``, or ``None`` for none), under autograd; see the C source.
+
+    ``x``, ``lf``, ``lb`` ``[N, C, H, W]`` float32 CPU. ``None`` when the kernels are unavailable
+    or the inputs do not suit them.
+    """
+    lib = native_library()
+    tensors = [x, lf, lb] + ([] if taps is None else [taps])
+    if lib is None or x.dim() != 4 or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    n, channels = x.shape[:2]
+    if n % num_segments or lf.shape != x.shape or lb.shape != x.shape:
+        return None
+    if taps is not None and taps.shape != (channels, 1, 3):
+        return None
+    return _GateTemporalConv.apply(x, lf, lb, taps, num_segments, lib)

@@ -24,7 +24,14 @@ from ._fast import (
     is_channels_last,
     pointwise,
 )
-from ._native import fuse_upsampled_, ltdm_gate, ltdm_mixed, native_library, pooled_frame_differences
+from ._native import (
+    fuse_upsampled_,
+    gate_temporal_conv,
+    ltdm_gate,
+    ltdm_mixed,
+    native_library,
+    pooled_frame_differences,
+)
 from .shift import TemporalConv, _split_time
 
 __all__ = ["LongTermStack", "LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
@@ -278,6 +285,17 @@ class LongTermTDM(nn.Module):
         add_upsampled(mixed, pooled, inplace=True)
         return mixed_aug
 
+    def native_training_forward(self, x: torch.Tensor, temporal_weight: torch.Tensor | None = None
+                                ) -> torch.Tensor | None:
+        """Under autograd on CPU (float32, NCHW): the logits as usual, then the gate and the temporal
+        conv (when ``temporal_weight`` is given) through the C kernels, forward and backward; else ``None``."""
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or not x.is_contiguous()
+                or not fast_ops_enabled() or is_channels_last(x) or torch.is_autocast_enabled("cpu")
+                or native_library() is None):
+            return None
+        forward, negated_backward = self._signed_logits(x)
+        return gate_temporal_conv(x, forward, negated_backward, temporal_weight, self.num_segments)
+
     def native_forward(self, x: torch.Tensor, temporal_weight: torch.Tensor | None = None) -> torch.Tensor | None:
         """The output through the fused C kernel (CPU, float32, eager inference), else ``None``.
 
@@ -338,9 +356,13 @@ class LongTermTDM(nn.Module):
             forward, negated_backward = self._signed_logits(x, inplace=True)
             gate = forward.sigmoid_().sub_(negated_backward.sigmoid_())
             return torch.addcmul(x, x, gate, value=0.5, out=gate), negated_backward
-        forward, negated_backward = self._signed_logits(x)
         if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            fused = self.native_training_forward(x)
+            if fused is not None:
+                return fused, None
+            forward, negated_backward = self._signed_logits(x)
             return _DifferenceGate.apply(x, forward, negated_backward), None
+        forward, negated_backward = self._signed_logits(x)
         gate = torch.sigmoid(forward) - torch.sigmoid(negated_backward)
         return torch.addcmul(x, x, gate, value=0.5), None  # x + x * y
 
@@ -364,6 +386,10 @@ class LongTermStack(nn.Sequential):
             return super().forward(x)
         if tconv.num_segments == ltdm.num_segments and tconv.weight.shape == (x.shape[1], 1, 3):
             fused = ltdm.native_forward(x, tconv.weight)
+            if fused is not None:
+                return fused
+        if torch.is_grad_enabled() and tconv.num_segments == ltdm.num_segments and not torch.compiler.is_compiling():
+            fused = ltdm.native_training_forward(x, tconv.weight)
             if fused is not None:
                 return fused
         y, spare = ltdm.forward_with_spare(x)

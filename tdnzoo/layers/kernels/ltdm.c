@@ -364,3 +364,107 @@ void tdnzoo_fuse_upsampled(float *x, const float *d, int64_t n, int64_t c, int64
             }
         }
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * Training: the L-TDM gate and the temporal conv after it, forward and backward, from the two
+ * directions' logits (lf = z_f, lb = -z_b, each [B * T, C, HW]; the expand product stays a GEMM
+ * under autograd). Forward: y = x + 0.5 * x * (sigmoid(lf) - sigmoid(lb)), out = tconv(y). The
+ * backward recomputes y and the sigmoids from x, lf and lb (three maps saved instead of five) and
+ * writes every gradient in one pass; PyTorch's ops take about twenty full-size passes for both.
+ * Work items are (clip, channel); tw may be NULL (no temporal conv).
+ */
+void tdnzoo_gate_tconv_forward(const float *x, const float *lf, const float *lb, const float *tw, float *out,
+                               int64_t batch, int64_t t_len, int64_t channels, int64_t hw, int num_threads) {
+    const int64_t blocks = (hw + PIXELS - 1) / PIXELS;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t c = 0; c < channels; c++) {
+            const float w0 = tw ? tw[3 * c] : 0.0f, w1 = tw ? tw[3 * c + 1] : 1.0f, w2 = tw ? tw[3 * c + 2] : 0.0f;
+            v16 y[t_len][2];
+            for (int64_t blk = 0; blk < blocks; blk++) {
+                const int64_t p0 = blk * PIXELS, n = hw - p0 < PIXELS ? hw - p0 : PIXELS;
+                for (int64_t t = 0; t < t_len; t++) {
+                    const int64_t offset = ((b * t_len + t) * channels + c) * hw + p0;
+                    v16 xa, xb, fa, fb, ga, gb;
+                    load_block(&xa, &xb, x + offset, n);
+                    load_block(&fa, &fb, lf + offset, n);
+                    load_block(&ga, &gb, lb + offset, n);
+                    y[t][0] = xa + 0.5f * xa * (vsigmoid(fa) - vsigmoid(ga));
+                    y[t][1] = xb + 0.5f * xb * (vsigmoid(fb) - vsigmoid(gb));
+                }
+                for (int64_t t = 0; t < t_len; t++) {
+                    v16 lo = y[t][0] * w1, hi = y[t][1] * w1;
+                    if (t > 0) lo += y[t - 1][0] * w0, hi += y[t - 1][1] * w0;
+                    if (t + 1 < t_len) lo += y[t + 1][0] * w2, hi += y[t + 1][1] * w2;
+                    store_block(out + ((b * t_len + t) * channels + c) * hw + p0, lo, hi, n);
+                }
+            }
+        }
+    }
+}
+
+static inline double horizontal_sum(v16 v) {
+    double s = 0.0;
+    for (int i = 0; i < 16; i++) s += v[i];
+    return s;
+}
+
+/* gtw: [B, C, 3] partial sums of the temporal-conv weight gradient (per clip; the caller adds them) */
+void tdnzoo_gate_tconv_backward(const float *go, const float *x, const float *lf, const float *lb, const float *tw,
+                                float *gx, float *glf, float *glb, double *gtw, int64_t batch, int64_t t_len,
+                                int64_t channels, int64_t hw, int num_threads) {
+    const int64_t blocks = (hw + PIXELS - 1) / PIXELS;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t c = 0; c < channels; c++) {
+            const float w0 = tw ? tw[3 * c] : 0.0f, w1 = tw ? tw[3 * c + 1] : 1.0f, w2 = tw ? tw[3 * c + 2] : 0.0f;
+            v16 y[t_len][2], g[t_len][2];
+            v16 tap0 = {}, tap1 = {}, tap2 = {};
+            for (int64_t blk = 0; blk < blocks; blk++) {
+                const int64_t p0 = blk * PIXELS, n = hw - p0 < PIXELS ? hw - p0 : PIXELS;
+                for (int64_t t = 0; t < t_len; t++) {
+                    const int64_t offset = ((b * t_len + t) * channels + c) * hw + p0;
+                    load_block(&y[t][0], &y[t][1], go + offset, n); /* y holds grad_out for now */
+                }
+                for (int64_t t = 0; t < t_len; t++) { /* the adjoint of the temporal conv: flipped taps */
+                    v16 lo = y[t][0] * w1, hi = y[t][1] * w1;
+                    if (t + 1 < t_len) lo += y[t + 1][0] * w0, hi += y[t + 1][1] * w0;
+                    if (t > 0) lo += y[t - 1][0] * w2, hi += y[t - 1][1] * w2;
+                    g[t][0] = lo, g[t][1] = hi;
+                }
+                for (int64_t t = 0; t < t_len; t++) {
+                    const int64_t offset = ((b * t_len + t) * channels + c) * hw + p0;
+                    v16 xh[2], fh[2], bh[2];
+                    load_block(&xh[0], &xh[1], x + offset, n);
+                    load_block(&fh[0], &fh[1], lf + offset, n);
+                    load_block(&bh[0], &bh[1], lb + offset, n);
+                    v16 dx[2], df[2], db[2];
+                    for (int h = 0; h < 2; h++) {
+                        const v16 sf = vsigmoid(fh[h]), sb = vsigmoid(bh[h]), gate = sf - sb, gy = g[t][h];
+                        const v16 half = 0.5f * gy * xh[h];
+                        dx[h] = gy + 0.5f * gy * gate;
+                        df[h] = half * (1.0f - sf) * sf;
+                        db[h] = -(half * (1.0f - sb) * sb);
+                        g[t][h] = xh[h] + 0.5f * xh[h] * gate; /* now y[t], for the weight gradient */
+                    }
+                    store_block(gx + offset, dx[0], dx[1], n);
+                    store_block(glf + offset, df[0], df[1], n);
+                    store_block(glb + offset, db[0], db[1], n);
+                }
+                if (!tw) continue;
+                for (int64_t t = 0; t < t_len; t++) { /* out[t] = w0 y[t-1] + w1 y[t] + w2 y[t+1] */
+                    for (int h = 0; h < 2; h++) {
+                        if (t > 0) tap0 += y[t][h] * g[t - 1][h];
+                        tap1 += y[t][h] * g[t][h];
+                        if (t + 1 < t_len) tap2 += y[t][h] * g[t + 1][h];
+                    }
+                }
+            }
+            if (tw) {
+                double *dst = gtw + (b * channels + c) * 3;
+                dst[0] = horizontal_sum(tap0), dst[1] = horizontal_sum(tap1), dst[2] = horizontal_sum(tap2);
+            }
+        }
+    }
+}
