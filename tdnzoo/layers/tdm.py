@@ -480,7 +480,10 @@ class ShortTermTDM(nn.Module):
         # Average pooling is linear, so pooling the frames before differencing gives the
         # official pool(difference) on a quarter of the pixels.
         inference = eager_inference(frames, *self.parameters())
-        fused = pooled_frame_differences(frames, self.frames_per_segment) if inference else None
+        # The frames need no gradient (in training too): the C kernel, unless being traced or compiled.
+        constant_input = inference or (not (torch.is_grad_enabled() and frames.requires_grad) and fast_ops_enabled()
+                                       and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+        fused = pooled_frame_differences(frames, self.frames_per_segment) if constant_input else None
         if fused is not None:  # the same in one pass, a C kernel (see ._native)
             diff = fused
         elif fast_ops_enabled():
