@@ -307,3 +307,19 @@ def test_training_kernels_match_torch_ops(with_tconv, train, monkeypatch):
         torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-4, atol=1e-5, msg=name)
     for key, value in module.state_dict().items():  # running statistics updated alike
         torch.testing.assert_close(fused_state[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_tracing_takes_the_torch_ops(monkeypatch):
+    """A traced graph (ONNX export, FLOP counts) must hold PyTorch ops, not an opaque C call."""
+    calls = []
+    for name in ("gate_temporal_conv", "ltdm_gate", "ltdm_mixed"):
+        inner = getattr(tdm_module, name)
+        monkeypatch.setattr(tdm_module, name, lambda *a, _inner=inner, **k: calls.append(1) or _inner(*a, **k))
+    stack = _stack(32, 4)
+    x = torch.randn(8, 32, 6, 6)
+    for train in (True, False):
+        stack.train(train)
+        traced = torch.jit.trace(stack, x, check_trace=False)
+        assert calls == []
+        torch.testing.assert_close(traced(x), stack(x), rtol=1e-5, atol=1e-5)
+        calls.clear()  # the eager call may use the kernels

@@ -291,7 +291,7 @@ class LongTermTDM(nn.Module):
         conv (when ``temporal_weight`` is given) through the C kernels, forward and backward; else ``None``."""
         if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or not x.is_contiguous()
                 or not fast_ops_enabled() or is_channels_last(x) or torch.is_autocast_enabled("cpu")
-                or native_library() is None):
+                or torch.jit.is_tracing() or torch.compiler.is_compiling() or native_library() is None):
             return None
         forward, negated_backward = self._signed_logits(x)
         return gate_temporal_conv(x, forward, negated_backward, temporal_weight, self.num_segments)
