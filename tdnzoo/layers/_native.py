@@ -1,7 +1,7 @@
-"""TDN's fused CPU inference kernels (``kernels/ltdm.c``), built on first use.
+"""TDN's fused CPU kernels (``kernels/ltdm.c``), built on first use.
 
-PyTorch has no fused ops for what TDN adds to a backbone, so eager inference spends many passes
-and many small ops on it. Four C kernels do it instead, each pinned to the PyTorch ops by
+PyTorch has no fused ops for what TDN adds to a backbone, so eager execution spends many passes
+and many small ops on it. C kernels do it instead, each pinned to the PyTorch ops by
 ``tests/test_native_kernel.py``:
 
 - :func:`ltdm_gate`: the L-TDM at full resolution (both directions' 1x1 expansion, two sigmoids,
@@ -13,11 +13,12 @@ and many small ops on it. Four C kernels do it instead, each pinned to the PyTor
 - :func:`gate_temporal_conv`, in training: the L-TDM gate and the temporal conv, forward and
   backward, each in one pass.
 
-The first four run in inference (no autograd). They are compiled with the machine's C compiler (``$CC``, else ``cc``) the first time a TDN
-model runs on CPU, cached under ``~/.cache/tdnzoo/kernels`` (or ``$TDNZOO_KERNEL_CACHE``) keyed by
-source, compiler, flags and CPU, and loaded with ctypes: no build step at install time. Without a
-compiler the PyTorch ops run instead (same results up to float rounding, slower); a compiler that
-fails warns once. ``TDNZOO_NATIVE_KERNELS=0`` turns them off.
+The first four run in inference (no autograd). They are compiled with the machine's C
+compiler (``$CC``, else ``cc``) the first time a TDN model runs on CPU, cached under
+``~/.cache/tdnzoo/kernels`` (or ``$TDNZOO_KERNEL_CACHE``) keyed by source, compiler, flags and
+CPU, and loaded with ctypes: no build step at install time. Without a compiler the PyTorch ops
+run instead (same results up to float rounding, slower); a compiler that fails warns once.
+``TDNZOO_NATIVE_KERNELS=0`` turns them off.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def _load(cache_override: str | None, xdg_cache_home: str | None, compiler: str)
         lib = ctypes.CDLL(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
         warnings.warn(
-            f"tdnzoo: could not build or load the native TDN kernels ({err}); TDN inference on CPU "
+            f"tdnzoo: could not build or load the native TDN kernels ({err}); TDN on CPU "
             f"uses PyTorch ops instead (same results, slower). Set {ENV_SWITCH}=0 to silence this.",
             RuntimeWarning,
             stacklevel=3,
@@ -199,8 +200,9 @@ def ltdm_mixed(
     out = reduced.new_empty((2, n, k + 1, h * w))
     with torch.profiler.record_function("tdnzoo::ltdm_mixed"):
         status = lib.tdnzoo_ltdm_mixed(
-            reduced.data_ptr(), reduced_bias.data_ptr(), neighbor_weight.data_ptr(), wp.data_ptr(), bp.data_ptr(), wf.data_ptr(), bf.data_ptr(),
-            out.data_ptr(), n // num_segments, num_segments, k, h, w, torch.get_num_threads(),
+            reduced.data_ptr(), reduced_bias.data_ptr(), neighbor_weight.data_ptr(), wp.data_ptr(), bp.data_ptr(),
+            wf.data_ptr(), bf.data_ptr(), out.data_ptr(), n // num_segments, num_segments, k, h, w,
+            torch.get_num_threads(),
         )
     if status != 0:
         raise MemoryError("tdnzoo_ltdm_mixed could not allocate its scratch memory")
