@@ -62,15 +62,19 @@ def fast_ops_enabled() -> bool:
     return not _REFERENCE.get()
 
 
-def eager_inference(*tensors: torch.Tensor) -> bool:
+def eager_inference(*tensors: torch.Tensor, module: nn.Module | None = None) -> bool:
     """True when in-place updates and preallocated outputs are safe and worth it.
 
-    That is: autograd records nothing for these tensors, no autocast region would need to
-    cast an ``out=`` argument, and we are not being traced by ``torch.compile`` (which fuses
-    the plain ops better itself).
+    That is: autograd records nothing for these tensors (nor for ``module``'s parameters, which
+    are only looked at when grad mode is on: walking them costs more than the small ops they
+    guard), no autocast region would need to cast an ``out=`` argument, and we are not being
+    traced by ``torch.compile`` (which fuses the plain ops better itself).
     """
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
+    if torch.is_grad_enabled():
+        if any(t.requires_grad for t in tensors):
+            return False
+        if module is not None and any(p.requires_grad for p in module.parameters()):
+            return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or not fast_ops_enabled():
         return False
     device = tensors[0].device.type

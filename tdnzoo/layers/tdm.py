@@ -304,7 +304,7 @@ class LongTermTDM(nn.Module):
         """
         extra = () if temporal_weight is None else (temporal_weight,)
         if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or not x.is_contiguous()
-                or not fast_ops_enabled() or not eager_inference(x, *self.parameters(), *extra)
+                or not fast_ops_enabled() or not eager_inference(x, *extra, module=self)
                 or native_library() is None):
             return None
         if not all(bn_is_affine(bn) for bn in (self.bn_reduce, self.bn_pooled, self.bn_full, self.bn_expand)):
@@ -352,7 +352,7 @@ class LongTermTDM(nn.Module):
         fused = self.native_forward(x)
         if fused is not None:
             return fused, None
-        if eager_inference(x, *self.parameters()):
+        if eager_inference(x, module=self):
             forward, negated_backward = self._signed_logits(x, inplace=True)
             gate = forward.sigmoid_().sub_(negated_backward.sigmoid_())
             return torch.addcmul(x, x, gate, value=0.5, out=gate), negated_backward
@@ -479,7 +479,7 @@ class ShortTermTDM(nn.Module):
         _split_time(frames, self.num_segments)  # shape check only
         # Average pooling is linear, so pooling the frames before differencing gives the
         # official pool(difference) on a quarter of the pixels.
-        inference = eager_inference(frames, *self.parameters())
+        inference = eager_inference(frames, module=self)
         # The frames need no gradient (in training too): the C kernel, unless being traced or compiled.
         constant_input = inference or (not (torch.is_grad_enabled() and frames.requires_grad) and fast_ops_enabled()
                                        and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
