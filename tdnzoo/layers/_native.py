@@ -22,6 +22,7 @@ run instead (same results up to float rounding, slower); a compiler that fails w
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -53,6 +54,12 @@ SOURCE = Path(__file__).with_name("kernels") / "ltdm.c"
 # -march=native: the kernel is built on, and for, the machine that runs it (the cache key has the CPU).
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-lm")
 ENV_SWITCH = "TDNZOO_NATIVE_KERNELS"
+
+
+def _profiled(name: str) -> contextlib.AbstractContextManager:
+    """A torch.profiler range for a kernel call (ctypes calls are otherwise invisible to it), only
+    while a profiler runs: entering one costs microseconds, and these calls are per layer."""
+    return torch.profiler.record_function(name) if torch._C._autograd._profiler_enabled() else contextlib.nullcontext()
 
 
 def native_kernels_enabled() -> bool:
@@ -159,7 +166,7 @@ def ltdm_gate(
     x, mixed, weight = x.contiguous(), mixed.contiguous(), weight.contiguous()
     taps = None if temporal_weight is None else temporal_weight.reshape(channels, 3).contiguous()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    with torch.profiler.record_function("tdnzoo::ltdm_gate"):  # otherwise invisible to torch.profiler
+    with _profiled("tdnzoo::ltdm_gate"):
         status = lib.tdnzoo_ltdm_gate(
             x.data_ptr(), mixed.data_ptr(), weight.data_ptr(), None if taps is None else taps.data_ptr(),
             out.data_ptr(), n // num_segments, num_segments, channels, k1, h * w, torch.get_num_threads(),
@@ -198,7 +205,7 @@ def ltdm_mixed(
     neighbor_weight, (wp, bp), (wf, bf) = neighbor_weight.contiguous(), pooled, full
     wp, bp, wf, bf = (t.contiguous() for t in (wp, bp, wf, bf))
     out = reduced.new_empty((2, n, k + 1, h * w))
-    with torch.profiler.record_function("tdnzoo::ltdm_mixed"):
+    with _profiled("tdnzoo::ltdm_mixed"):
         status = lib.tdnzoo_ltdm_mixed(
             reduced.data_ptr(), reduced_bias.data_ptr(), neighbor_weight.data_ptr(), wp.data_ptr(), bp.data_ptr(),
             wf.data_ptr(), bf.data_ptr(), out.data_ptr(), n // num_segments, num_segments, k, h, w,
@@ -223,7 +230,7 @@ def pooled_frame_differences(frames: torch.Tensor, frames_per_segment: int) -> t
         return None
     frames = frames.contiguous()
     out = frames.new_empty((n, 3 * (frames_per_segment - 1), h // 2, w // 2))
-    with torch.profiler.record_function("tdnzoo::pooled_frame_differences"):
+    with _profiled("tdnzoo::pooled_frame_differences"):
         lib.tdnzoo_pooled_frame_differences(frames.data_ptr(), out.data_ptr(), n, frames_per_segment, h, w,
                                             torch.get_num_threads())
     return out
@@ -247,7 +254,7 @@ def fuse_upsampled_(x: torch.Tensor, small: torch.Tensor, alpha: float, beta: fl
     if not channels_last and not small.is_contiguous():
         return None
     lerp = alpha + beta == 1.0 and alpha != 1.0
-    with torch.profiler.record_function("tdnzoo::fuse_upsampled"):
+    with _profiled("tdnzoo::fuse_upsampled"):
         lib.tdnzoo_fuse_upsampled(x.data_ptr(), small.data_ptr(), n, c, h // 2, w // 2, int(channels_last),
                                   alpha, beta, int(lerp), torch.get_num_threads())
     return x
@@ -267,7 +274,7 @@ class _GateTemporalConv(torch.autograd.Function):
         x, lf, lb = x.contiguous(), lf.contiguous(), lb.contiguous()
         taps_flat = None if taps is None else taps.detach().reshape(channels, 3).contiguous()
         out = torch.empty_like(x)
-        with torch.profiler.record_function("tdnzoo::gate_tconv_forward"):
+        with _profiled("tdnzoo::gate_tconv_forward"):
             lib.tdnzoo_gate_tconv_forward(x.data_ptr(), lf.data_ptr(), lb.data_ptr(), _ptr(taps_flat), out.data_ptr(),
                                           n // num_segments, num_segments, channels, h * w, torch.get_num_threads())
         ctx.save_for_backward(x, lf, lb, taps_flat)
@@ -283,7 +290,7 @@ class _GateTemporalConv(torch.autograd.Function):
         grad = grad.contiguous()
         gx, glf, glb = torch.empty_like(x), torch.empty_like(lf), torch.empty_like(lb)
         gtw = None if taps is None else torch.zeros(clips, channels, 3, dtype=torch.float64)
-        with torch.profiler.record_function("tdnzoo::gate_tconv_backward"):
+        with _profiled("tdnzoo::gate_tconv_backward"):
             ctx.lib.tdnzoo_gate_tconv_backward(
                 grad.data_ptr(), x.data_ptr(), lf.data_ptr(), lb.data_ptr(), _ptr(taps), gx.data_ptr(), glf.data_ptr(),
                 glb.data_ptr(), _ptr(gtw), clips, ctx.num_segments, channels, h * w, torch.get_num_threads(),
