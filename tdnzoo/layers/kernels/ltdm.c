@@ -1,5 +1,5 @@
 /*
- * TDN's CPU inference kernels (see tdnzoo/layers/_native.py). First the L-TDM's full-resolution part.
+ * TDN's CPU kernels (see tdnzoo/layers/_native.py). First the L-TDM's full-resolution part, in inference.
  *
  * For each frame n and channel c, with the [2, C, K1] expand weights W (the second direction
  * already negated, its bias as a last input channel of ones) and the [2, N, K1, HW] mixed maps m:
