@@ -21,6 +21,24 @@ MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 1, 3, 1, 1)
 STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 1, 3, 1, 1)
 
 
+def randomize_statistics(module: torch.nn.Module, seed: int = 1, affine_std: float = 0.2) -> torch.nn.Module:
+    """Trained-looking BatchNorm statistics and affines, and temporal kernels, instead of the init values
+    (which make BN an identity and the temporal conv a shift, hiding mistakes)."""
+    from tdnzoo.layers import TemporalConv
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+                m.weight.normal_(1, affine_std, generator=g)
+                m.bias.normal_(0, affine_std, generator=g)
+            elif isinstance(m, TemporalConv):
+                m.weight.normal_(0, 0.6, generator=g)
+    return module
+
+
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run the block with ``count`` torch intra-op threads, then restore the previous count."""

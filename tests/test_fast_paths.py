@@ -17,23 +17,15 @@ import tdnzoo
 from tdnzoo.layers import LongTermStack, LongTermTDM, TemporalConv, fuse_difference, reference_ops
 from tdnzoo.layers._fast import avg_pool2x2, batch_norm, derived_from, eager_inference, inference_copy, pointwise
 
+from .conftest import randomize_statistics
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tdn(backbone: str = "test_resnet", segments: int = 4) -> tdnzoo.VideoClassifier:
     torch.manual_seed(0)
     model = tdnzoo.create_model(f"tdn_{backbone}", num_segments=segments, num_classes=5, drop_rate=0.0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # trained-looking statistics and temporal kernels, not the init values
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-                m.weight.normal_(1, 0.2, generator=g)
-                m.bias.normal_(0, 0.2, generator=g)
-            elif isinstance(m, TemporalConv):
-                m.weight.normal_(0, 0.6, generator=g)
-    return model
+    return randomize_statistics(model)  # trained-looking statistics and temporal kernels, not the init values
 
 
 def _clip(model, size=64, batch=2, seed=0):

@@ -28,24 +28,14 @@ from tdnzoo.layers import (
 from tdnzoo.layers import tdm as tdm_module
 from tdnzoo.layers._fast import avg_pool2x2
 
-from .conftest import torch_threads
+from .conftest import randomize_statistics, torch_threads
 
 HAVE_COMPILER = shutil.which(shlex.split(os.environ.get("CC", "cc"))[0]) is not None
 needs_compiler = pytest.mark.skipif(not HAVE_COMPILER, reason="no C compiler: the kernel cannot be built here")
 
 
 def _trained_looking(module: nn.Module, seed: int = 1) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 1.5, generator=g)
-                m.weight.normal_(1, 0.3, generator=g)
-                m.bias.normal_(0, 0.3, generator=g)
-            elif isinstance(m, TemporalConv):
-                m.weight.normal_(0, 0.6, generator=g)
-    return module.eval()
+    return randomize_statistics(module, seed, affine_std=0.3).eval()
 
 
 def _stack(channels: int, segments: int) -> LongTermStack:
