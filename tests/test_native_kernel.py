@@ -1,9 +1,11 @@
-"""The fused C kernel of the L-TDM (tdnzoo/layers/kernels/ltdm_gate.c) computes what the PyTorch ops compute.
+"""TDN's C kernels (tdnzoo/layers/kernels/ltdm.c) compute what the PyTorch ops compute.
 
-It runs in eager CPU inference whenever it can be built; these tests pin it against the PyTorch
-path (``TDNZOO_NATIVE_KERNELS=0``) and the official formulation, on shapes that exercise its
-blocking (pixel counts not a multiple of its 32-pixel blocks, odd channel counts, 2 threads),
-and check its build cache and its fallback when no compiler works.
+They run on CPU whenever they can be built: the L-TDM's two inference kernels, the S-TDM's pooled
+differences, the fusion, and the L-TDM gate + temporal conv under autograd. These tests pin each
+against the PyTorch path (``TDNZOO_NATIVE_KERNELS=0``) and the official formulation, on shapes
+that exercise their blocking (pixel counts not a multiple of the 32-pixel blocks, odd channel
+counts, 2 threads), check that they step aside where they do not apply, and check the build
+cache and the fallback when no compiler works.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def _stack(channels: int, segments: int) -> LongTermStack:
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Counts the calls that reach the C kernel (so a test knows it did not fall back)."""
+    """Counts the calls that reach the inference gate kernel (so a test knows it did not fall back)."""
     calls = []
     inner = tdm_module.ltdm_gate
 
