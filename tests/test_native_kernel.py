@@ -301,7 +301,7 @@ def test_training_kernels_match_torch_ops(with_tconv, train, monkeypatch):
         torch.testing.assert_close(fused_state[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace:FutureWarning")
 def test_tracing_takes_the_torch_ops(monkeypatch):
     """A traced graph (ONNX export, FLOP counts) must hold PyTorch ops, not an opaque C call."""
     calls = []
