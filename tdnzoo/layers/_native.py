@@ -52,7 +52,8 @@ logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels") / "ltdm.c"
 # -march=native: the kernel is built on, and for, the machine that runs it (the cache key has the CPU).
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-lm")
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+LIBS = ("-lm",)  # after the source: linkers drop libraries named before what needs them
 ENV_SWITCH = "TDNZOO_NATIVE_KERNELS"
 
 
@@ -89,7 +90,7 @@ def _build(target: Path, compiler: str) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [*shlex.split(compiler), *FLAGS, "-o", tmp, str(SOURCE)]
+        cmd = [*shlex.split(compiler), *FLAGS, "-o", tmp, str(SOURCE), *LIBS]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise RuntimeError(f"{shlex.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
@@ -102,7 +103,7 @@ def _build(target: Path, compiler: str) -> None:
 @functools.cache
 def _load(cache_override: str | None, xdg_cache_home: str | None, compiler: str) -> ctypes.CDLL | None:
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(),
+    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS + LIBS).encode(),
                                      _cpu_signature().encode(), platform.machine().encode()])).hexdigest()[:16]
     target = _cache_dir(cache_override, xdg_cache_home) / f"ltdm-{key}.so"
     if not target.exists() and shutil.which(shlex.split(compiler)[0]) is None:
