@@ -48,18 +48,23 @@ def _stack(channels: int, segments: int) -> LongTermStack:
     return _trained_looking(stack)
 
 
+KERNELS = ("ltdm_gate", "ltdm_mixed", "fuse_upsampled_", "pooled_frame_differences", "gate_temporal_conv")
+
+
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Counts the calls that reach the inference gate kernel (so a test knows it did not fall back)."""
-    calls = []
-    inner = tdm_module.ltdm_gate
+    """Per kernel entry point that tdm.py calls: for each call, whether the kernel ran (``True``)
+    or declined (``False``), so a test knows the path it checks was taken."""
+    calls = {name: [] for name in KERNELS}
+    for name in KERNELS:
+        inner = getattr(tdm_module, name)
 
-    def counted(*args, **kwargs):
-        out = inner(*args, **kwargs)
-        calls.append(out is not None)
-        return out
+        def counted(*args, _name=name, _inner=inner, **kwargs):
+            out = _inner(*args, **kwargs)
+            calls[_name].append(out is not None)
+            return out
 
-    monkeypatch.setattr(tdm_module, "ltdm_gate", counted)
+        monkeypatch.setattr(tdm_module, name, counted)
     return calls
 
 
@@ -84,7 +89,7 @@ def test_stack_matches_torch_ops_and_official(channels, segments, batch, size, t
     x = torch.randn(batch * segments, channels, *size, generator=torch.Generator().manual_seed(2))
     with torch_threads(threads), torch.inference_mode():
         fused = stack(x)
-    assert kernel_calls == [True]
+    assert kernel_calls["ltdm_gate"] == [True] and kernel_calls["ltdm_mixed"] == [True]
     torch.testing.assert_close(fused, _torch_ops(stack, x, monkeypatch), rtol=1e-5, atol=1e-5)
     with reference_ops(), torch.no_grad():
         torch.testing.assert_close(fused, stack(x), rtol=1e-5, atol=1e-5)
@@ -96,7 +101,7 @@ def test_ltdm_alone_matches_without_temporal_conv(kernel_calls, monkeypatch):
     x = torch.randn(8, 48, 9, 9, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
         fused = ltdm(x)
-    assert kernel_calls == [True]
+    assert kernel_calls["ltdm_gate"] == [True] and kernel_calls["ltdm_mixed"] == [True]
     torch.testing.assert_close(fused, _torch_ops(ltdm, x, monkeypatch), rtol=1e-5, atol=1e-5)
 
 
@@ -118,7 +123,7 @@ def test_saturated_gates_stay_finite_and_exact():
 
 @needs_compiler
 @pytest.mark.parametrize("channels, segments, size", [(128, 4, (8, 8)), (48, 3, (5, 9)), (32, 2, (2, 3)), (64, 4, (7, 7))])
-def test_bottleneck_kernel_matches_torch_ops(channels, segments, size, monkeypatch):
+def test_bottleneck_kernel_matches_torch_ops(channels, segments, size, kernel_calls, monkeypatch):
     """The mixed maps (differences, both 3x3 branches, pooling, odd-size upsampling) from C and from PyTorch."""
     ltdm = _trained_looking(LongTermTDM(channels, num_segments=segments))
     with torch.no_grad():
@@ -128,11 +133,9 @@ def test_bottleneck_kernel_matches_torch_ops(channels, segments, size, monkeypat
     with torch.inference_mode():
         folded = ltdm._folded(cache=True)
         fused = ltdm._inference_mixed(x, folded)
-        weight, bias = folded["reduce"]
-        assert _native.ltdm_mixed(tdm_module._reduce(x, weight), bias, ltdm.conv_neighbor.weight,
-                                  folded["pooled_sum"], folded["full"], segments) is not None
         monkeypatch.setenv(_native.ENV_SWITCH, "0")
         expected = ltdm._inference_mixed(x, folded)
+    assert kernel_calls["ltdm_mixed"] == [True, False]  # the C kernel, then the ops
     assert fused.shape == (2, 2 * segments, ltdm.hidden + 1, size[0] * size[1])
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
 
@@ -144,21 +147,58 @@ def test_whole_tdn_model_matches_torch_ops(kernel_calls, monkeypatch):
     clip = torch.randn(2, model.num_frames, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch_threads(2), torch.inference_mode():
         fused = model(clip)
-    assert kernel_calls and all(kernel_calls)
+    assert kernel_calls["pooled_frame_differences"] == [True] and kernel_calls["fuse_upsampled_"] == [True, True]
+    blocks = sum(isinstance(m, LongTermStack) for m in model.modules())
+    assert kernel_calls["ltdm_gate"] == kernel_calls["ltdm_mixed"] == [True] * blocks and blocks > 0
     torch.testing.assert_close(fused, _torch_ops(model, clip, monkeypatch), rtol=1e-5, atol=1e-5)
 
 
-def test_kernel_steps_aside_where_it_does_not_apply(kernel_calls):
-    """Autograd, channels_last maps, float64 and the reference ops all take the PyTorch path."""
+@needs_compiler
+def test_whole_tdn_model_training_step_matches_torch_ops(kernel_calls, monkeypatch):
+    """A training forward and backward: the S-TDM input and every L-TDM gate through C, the same
+    loss gradients and BN statistics as the ops."""
+    torch.manual_seed(0)
+    model = tdnzoo.create_model("tdn_test_resnet", num_segments=4, num_classes=5, drop_rate=0.0)
+    model = randomize_statistics(model).train()  # no dropout: both runs must see the same network
+    clip = torch.randn(2, model.num_frames, 3, 64, 64, generator=torch.Generator().manual_seed(12))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step() -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        model.load_state_dict(state)
+        model.zero_grad(set_to_none=True)
+        logits = model(clip)
+        logits.square().sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return logits.detach(), grads, {k: v.clone() for k, v in model.state_dict().items()}
+
+    with torch_threads(2):
+        logits, grads, after = step()
+    blocks = sum(isinstance(m, LongTermStack) for m in model.modules())
+    assert kernel_calls["pooled_frame_differences"] == [True]
+    assert kernel_calls["gate_temporal_conv"] == [True] * blocks and blocks > 0
+    with monkeypatch.context() as m:
+        m.setenv(_native.ENV_SWITCH, "0")
+        logits_ref, grads_ref, after_ref = step()
+    torch.testing.assert_close(logits, logits_ref, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-4, atol=1e-4, msg=name)
+    for key in after:
+        torch.testing.assert_close(after[key], after_ref[key], rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_kernels_step_aside_where_they_do_not_apply(kernel_calls):
+    """channels_last maps, float64, autocast and the reference ops all take the PyTorch path."""
     stack = _stack(32, 4)
     x = torch.randn(8, 32, 6, 6)
-    assert stack.ltdm.native_forward(x.requires_grad_()) is None
     with torch.inference_mode():
-        assert stack.ltdm.native_forward(x.detach().contiguous(memory_format=torch.channels_last)) is None
-        assert stack.double().ltdm.native_forward(x.detach().double()) is None
+        assert stack.ltdm.fused_forward(x.contiguous(memory_format=torch.channels_last)) is None
+        assert stack.double().ltdm.fused_forward(x.double()) is None
         with reference_ops():
-            stack(x.detach().double())
-    assert kernel_calls == []
+            stack(x.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert stack.float().ltdm.fused_forward(x) is None
+    assert not any(kernel_calls.values())
 
 
 def test_switched_off_by_environment(monkeypatch):
@@ -212,6 +252,7 @@ def test_falls_back_with_one_warning_when_the_compiler_fails(tmp_path, monkeypat
         torch.testing.assert_close(out, stack(x), rtol=1e-5, atol=1e-5)
     assert _native.native_library() is None  # remembered: no second build attempt, no second warning
     assert not list(tmp_path.glob("*.so"))
+    assert not any(any(ran) for ran in kernel_calls.values())
 
 
 @needs_compiler
@@ -275,19 +316,16 @@ def _gradients(module: nn.Module, x: torch.Tensor, seed: int = 10) -> tuple[torc
 @needs_compiler
 @pytest.mark.parametrize("with_tconv", [True, False])
 @pytest.mark.parametrize("train", [True, False])
-def test_training_kernels_match_torch_ops(with_tconv, train, monkeypatch):
+def test_training_kernels_match_torch_ops(with_tconv, train, kernel_calls, monkeypatch):
     """Outputs and every gradient (input, L-TDM weights and BN affines, temporal taps) as the ops give them."""
     torch.manual_seed(0)
     module = _stack(40, 4) if with_tconv else _trained_looking(LongTermTDM(40, num_segments=4))
     module.train(train)
     x = torch.randn(8, 40, 5, 9, generator=torch.Generator().manual_seed(11))
-    calls = []
-    inner = tdm_module.gate_temporal_conv
-    monkeypatch.setattr(tdm_module, "gate_temporal_conv", lambda *a: calls.append(1) or inner(*a))
     state = {k: v.clone() for k, v in module.state_dict().items()}
     with torch_threads(2):
         out, grads = _gradients(module, x)
-    assert calls == [1]
+    assert kernel_calls["gate_temporal_conv"] == [True]
     fused_state = {k: v.clone() for k, v in module.state_dict().items()}
     module.load_state_dict(state)
     with monkeypatch.context() as m:
@@ -302,17 +340,14 @@ def test_training_kernels_match_torch_ops(with_tconv, train, monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace:FutureWarning")
-def test_tracing_takes_the_torch_ops(monkeypatch):
+def test_tracing_takes_the_torch_ops(kernel_calls):
     """A traced graph (ONNX export, FLOP counts) must hold PyTorch ops, not an opaque C call."""
-    calls = []
-    for name in ("gate_temporal_conv", "ltdm_gate", "ltdm_mixed"):
-        inner = getattr(tdm_module, name)
-        monkeypatch.setattr(tdm_module, name, lambda *a, _inner=inner, **k: calls.append(1) or _inner(*a, **k))
     stack = _stack(32, 4)
     x = torch.randn(8, 32, 6, 6)
     for train in (True, False):
         stack.train(train)
         traced = torch.jit.trace(stack, x, check_trace=False)
-        assert calls == []
+        assert not any(kernel_calls.values())
         torch.testing.assert_close(traced(x), stack(x), rtol=1e-5, atol=1e-5)
-        calls.clear()  # the eager call may use the kernels
+        for ran in kernel_calls.values():  # the eager call may use the kernels
+            ran.clear()

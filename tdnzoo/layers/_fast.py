@@ -32,6 +32,7 @@ __all__ = [
     "max_pool3x3s2",
     "inference_copy",
     "pointwise",
+    "upsample_width2x",
     "derived_from",
 ]
 
@@ -362,6 +363,13 @@ def _folded_copy(module: nn.Module) -> nn.Module:
     return copy.eval()
 
 
+def upsample_width2x(small: torch.Tensor) -> torch.Tensor:
+    """``[N, C, h, w] -> [N, C, h, 2w]``, each column twice: the width half of a nearest 2x
+    upsampling, for callers that let row pairs take the rows by broadcasting."""
+    n, c, h, w = small.shape
+    return small.unsqueeze(-1).expand(n, c, h, w, 2).reshape(n, c, h, 2 * w)
+
+
 def add_upsampled(x: torch.Tensor, small: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """``x + up(small)`` with nearest upsampling to ``x``'s size.
 
@@ -375,7 +383,7 @@ def add_upsampled(x: torch.Tensor, small: torch.Tensor, *, inplace: bool = False
     if (h, w) == (2 * sh, 2 * sw) and x.dim() == 4:
         n, c = x.shape[:2]
         x5 = x.view(n, c, sh, 2, w)
-        wide = small.unsqueeze(-1).expand(n, c, sh, sw, 2).reshape(n, c, sh, 1, w)
+        wide = upsample_width2x(small).unsqueeze(3)
         return (x5.add_(wide) if inplace else x5 + wide).view(x.shape)
     up = F.interpolate(small, size=(h, w))
     return x.add_(up) if inplace else x + up

@@ -164,6 +164,8 @@ def ltdm_gate(
     k1 = weight.shape[-1]
     if n % num_segments or mixed.shape != (2, n, k1, h * w) or weight.shape != (2, channels, k1):
         return None
+    if temporal_weight is not None and temporal_weight.shape != (channels, 1, 3):
+        return None
     x, mixed, weight = x.contiguous(), mixed.contiguous(), weight.contiguous()
     taps = None if temporal_weight is None else temporal_weight.reshape(channels, 3).contiguous()
     out = torch.empty_like(x, memory_format=torch.contiguous_format)

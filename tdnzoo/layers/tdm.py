@@ -23,6 +23,7 @@ from ._fast import (
     inference_copy,
     is_channels_last,
     pointwise,
+    upsample_width2x,
 )
 from ._native import (
     fuse_upsampled_,
@@ -263,12 +264,12 @@ class LongTermTDM(nn.Module):
         n, channels, h, w = x.shape
         hidden = self.hidden
         weight, bias = f["reduce"]
-        if native_library() is not None and x.dtype == torch.float32:  # the same, as one C kernel (see ._native)
-            fused = ltdm_mixed(_reduce(x, weight), bias, self.conv_neighbor.weight, f["pooled_sum"], f["full"],
-                               self.num_segments)
-            if fused is not None:
-                return fused
-        b = _reduce(x, weight, bias)
+        product = _reduce(x, weight)
+        # The same as one C kernel (see ._native), which adds the bias itself.
+        fused = ltdm_mixed(product, bias, self.conv_neighbor.weight, f["pooled_sum"], f["full"], self.num_segments)
+        if fused is not None:
+            return fused
+        b = product.add_(bias.view(1, -1, 1, 1))
         b5 = _split_time(b, self.num_segments)
         nb5 = self.conv_neighbor(b).view_as(b5)
         diff6 = x.new_empty((2, *b5.shape))
@@ -285,34 +286,28 @@ class LongTermTDM(nn.Module):
         add_upsampled(mixed, pooled, inplace=True)
         return mixed_aug
 
-    def native_training_forward(self, x: torch.Tensor, temporal_weight: torch.Tensor | None = None
-                                ) -> torch.Tensor | None:
-        """Under autograd on CPU (float32, NCHW): the logits as usual, then the gate and the temporal
-        conv (when ``temporal_weight`` is given) through the C kernels, forward and backward; else ``None``."""
+    def fused_forward(self, x: torch.Tensor, temporal_weight: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The output through the C kernels of :mod:`._native`, or ``None`` where they do not apply.
+
+        They apply to float32 NCHW maps on CPU, outside autocast, tracing and ``torch.compile``.
+        In eager inference the whole module runs in C; under autograd the logits come from the
+        ops and the gate from C, forward and backward. With ``temporal_weight`` (a
+        :class:`TemporalConv`'s ``[C, 1, 3]`` weight) the temporal conv that follows in TDN's
+        blocks runs in the same pass.
+        """
         if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or not x.is_contiguous()
-                or not fast_ops_enabled() or is_channels_last(x) or torch.is_autocast_enabled("cpu")
-                or torch.jit.is_tracing() or torch.compiler.is_compiling() or native_library() is None):
+                or not fast_ops_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or torch.is_autocast_enabled("cpu") or native_library() is None):
             return None
+        extra = () if temporal_weight is None else (temporal_weight,)
+        if eager_inference(x, *extra, module=self):
+            if not all(bn_is_affine(bn) for bn in (self.bn_reduce, self.bn_pooled, self.bn_full, self.bn_expand)):
+                return None
+            f = self._folded(cache=True)
+            (weight,) = f["expand_aug"]
+            return ltdm_gate(x, self._inference_mixed(x, f), weight, temporal_weight, self.num_segments)
         forward, negated_backward = self._signed_logits(x)
         return gate_temporal_conv(x, forward, negated_backward, temporal_weight, self.num_segments)
-
-    def native_forward(self, x: torch.Tensor, temporal_weight: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The output through the fused C kernel (CPU, float32, eager inference), else ``None``.
-
-        With ``temporal_weight`` (a :class:`TemporalConv`'s ``[C, 1, 3]`` weight) the temporal
-        conv that follows in TDN's blocks is applied in the same pass. See :mod:`._native`.
-        """
-        extra = () if temporal_weight is None else (temporal_weight,)
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or not x.is_contiguous()
-                or not fast_ops_enabled() or not eager_inference(x, *extra, module=self)
-                or native_library() is None):
-            return None
-        if not all(bn_is_affine(bn) for bn in (self.bn_reduce, self.bn_pooled, self.bn_full, self.bn_expand)):
-            return None
-        f = self._folded(cache=True)
-        (weight,) = f["expand_aug"]
-        return ltdm_gate(x, self._inference_mixed(x, f), weight.to(x.dtype), extra[0] if extra else None,
-                         self.num_segments)
 
     @staticmethod
     def _per_direction(bn: nn.BatchNorm2d, y: torch.Tensor) -> torch.Tensor:
@@ -349,20 +344,20 @@ class LongTermTDM(nn.Module):
         """
         if not fast_ops_enabled():
             return self.reference_forward(x), None
-        fused = self.native_forward(x)
+        fused = self.fused_forward(x)
         if fused is not None:
             return fused, None
+        return self._ops_forward_with_spare(x)
+
+    def _ops_forward_with_spare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward_with_spare` on PyTorch ops (where the C kernels do not apply)."""
         if eager_inference(x, module=self):
             forward, negated_backward = self._signed_logits(x, inplace=True)
             gate = forward.sigmoid_().sub_(negated_backward.sigmoid_())
             return torch.addcmul(x, x, gate, value=0.5, out=gate), negated_backward
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            fused = self.native_training_forward(x)
-            if fused is not None:
-                return fused, None
-            forward, negated_backward = self._signed_logits(x)
-            return _DifferenceGate.apply(x, forward, negated_backward), None
         forward, negated_backward = self._signed_logits(x)
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            return _DifferenceGate.apply(x, forward, negated_backward), None
         gate = torch.sigmoid(forward) - torch.sigmoid(negated_backward)
         return torch.addcmul(x, x, gate, value=0.5), None  # x + x * y
 
@@ -384,15 +379,10 @@ class LongTermStack(nn.Sequential):
             return super().forward(x)
         if not fast_ops_enabled():
             return super().forward(x)
-        if tconv.num_segments == ltdm.num_segments and tconv.weight.shape == (x.shape[1], 1, 3):
-            fused = ltdm.native_forward(x, tconv.weight)
-            if fused is not None:
-                return fused
-        if torch.is_grad_enabled() and tconv.num_segments == ltdm.num_segments and not torch.compiler.is_compiling():
-            fused = ltdm.native_training_forward(x, tconv.weight)
-            if fused is not None:
-                return fused
-        y, spare = ltdm.forward_with_spare(x)
+        fused = ltdm.fused_forward(x, tconv.weight) if tconv.num_segments == ltdm.num_segments else None
+        if fused is not None:
+            return fused
+        y, spare = ltdm._ops_forward_with_spare(x)
         if spare is None or not eager_inference(y, tconv.weight):
             return tconv(y)
         return tconv(y, out=spare)
@@ -433,7 +423,7 @@ def fuse_difference(
     shape = x.shape
     if (h, w) == (2 * dh, 2 * dw) and x.dim() == 4:
         n, c = x.shape[:2]
-        diff = diff.unsqueeze(-1).expand(n, c, dh, dw, 2).reshape(n, c, dh, 1, w)
+        diff = upsample_width2x(diff).unsqueeze(3)
         x = x.view(n, c, dh, 2, w)
     elif (dh, dw) != (h, w):
         diff = F.interpolate(diff, size=(h, w))
@@ -480,9 +470,9 @@ class ShortTermTDM(nn.Module):
         # Average pooling is linear, so pooling the frames before differencing gives the
         # official pool(difference) on a quarter of the pixels.
         inference = eager_inference(frames, module=self)
-        # The frames need no gradient (in training too): the C kernel, unless being traced or compiled.
-        constant_input = inference or (not (torch.is_grad_enabled() and frames.requires_grad) and fast_ops_enabled()
-                                       and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+        # Frames that need no gradient (in training too) go through the C kernel, unless traced or compiled.
+        constant_input = (fast_ops_enabled() and not (torch.is_grad_enabled() and frames.requires_grad)
+                          and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
         fused = pooled_frame_differences(frames, self.frames_per_segment) if constant_input else None
         if fused is not None:  # the same in one pass, a C kernel (see ._native)
             diff = fused
