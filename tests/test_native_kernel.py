@@ -122,9 +122,16 @@ def test_saturated_gates_stay_finite_and_exact():
 
 
 @needs_compiler
-@pytest.mark.parametrize("channels, segments, size", [(128, 4, (8, 8)), (48, 3, (5, 9)), (32, 2, (2, 3)), (64, 4, (7, 7))])
+@pytest.mark.parametrize(
+    "channels, segments, size",
+    [(128, 4, (8, 8)), (48, 3, (5, 9)), (32, 2, (2, 3)), (64, 4, (7, 7)), (144, 2, (10, 10)), (272, 2, (6, 13)),
+     (16, 2, (2, 2))],
+)
 def test_bottleneck_kernel_matches_torch_ops(channels, segments, size, kernel_calls, monkeypatch):
-    """The mixed maps (differences, both 3x3 branches, pooling, odd-size upsampling) from C and from PyTorch."""
+    """The mixed maps (reduction, differences, both 3x3 branches, pooling, odd-size upsampling) from
+    C and from PyTorch. The shapes cover the kernel's blocking: 8 output channels (K = C/16 of 1, 2,
+    3, 8, 9, 17), 48-pixel blocks with tails of 1 to 3 vectors, 64-channel passes of the reduction,
+    and a map too small for whole-vector reads past its end."""
     ltdm = _trained_looking(LongTermTDM(channels, num_segments=segments))
     with torch.no_grad():
         for conv in (ltdm.conv_neighbor, ltdm.conv_pooled, ltdm.conv_full):

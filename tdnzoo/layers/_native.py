@@ -6,8 +6,9 @@ and many small ops on it. C kernels do it instead, each pinned to the PyTorch op
 
 - :func:`ltdm_gate`: the L-TDM at full resolution (both directions' 1x1 expansion, two sigmoids,
   the gate, the temporal conv after it) in one pass, where the ops take a dozen full-size passes;
-- :func:`ltdm_mixed`: the L-TDM bottleneck (differences, the two small 3x3 branches, pooling,
-  upsampling), a dozen small ops per block whose fixed costs dominate at these sizes;
+- :func:`ltdm_mixed`: the L-TDM bottleneck (the 1x1 reduction, differences, the two small 3x3
+  branches, pooling, upsampling), a dozen small ops per block whose fixed costs dominate at these
+  sizes;
 - :func:`pooled_frame_differences`: the S-TDM input, pooling and differencing in one pass;
 - :func:`fuse_upsampled_`: TDN's fusion (nearest 2x upsampling and lerp) in place;
 - :func:`gate_temporal_conv`, in training: the L-TDM gate and the temporal conv, forward and
@@ -124,7 +125,7 @@ def _load(cache_override: str | None, xdg_cache_home: str | None, compiler: str)
         )
         return None
     lib.tdnzoo_ltdm_gate.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 5 + [ctypes.c_int]
-    lib.tdnzoo_ltdm_mixed.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 5 + [ctypes.c_int]
+    lib.tdnzoo_ltdm_mixed.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 6 + [ctypes.c_int]
     lib.tdnzoo_pooled_frame_differences.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_int]
     lib.tdnzoo_pooled_frame_differences.restype = None
     lib.tdnzoo_fuse_upsampled.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4
@@ -180,8 +181,8 @@ def ltdm_gate(
 
 
 def ltdm_mixed(
-    reduced: torch.Tensor,
-    reduced_bias: torch.Tensor,
+    x: torch.Tensor,
+    reduce: tuple[torch.Tensor, torch.Tensor],
     neighbor_weight: torch.Tensor,
     pooled: tuple[torch.Tensor, torch.Tensor],
     full: tuple[torch.Tensor, torch.Tensor],
@@ -189,29 +190,30 @@ def ltdm_mixed(
 ) -> torch.Tensor | None:
     """Both directions' mixed maps and a channel of ones, ``[2, N, K+1, H*W]``; see the C source.
 
-    ``reduced`` ``[N, K, H, W]`` and ``reduced_bias`` ``[K]`` (the folded reduction: the product
-    and its bias, added by the kernel), ``neighbor_weight`` ``[K, 1, 3, 3]``,
-    ``pooled`` and ``full`` the folded ``(weight [K, K, 3, 3], bias [K])`` of the two 3x3 branches,
-    ``pooled`` scaled for 2x2 sums; all float32 CPU. ``None`` when the kernel is unavailable or the
-    inputs do not suit it.
+    ``x`` ``[N, C, H, W]`` (the L-TDM input); ``reduce`` the folded reduction ``(weight [K, C, 1, 1],
+    bias [K])``, ``neighbor_weight`` ``[K, 1, 3, 3]``, ``pooled`` and ``full`` the folded
+    ``(weight [K, K, 3, 3], bias [K])`` of the two 3x3 branches, ``pooled`` scaled for 2x2 sums; all
+    float32 CPU. ``None`` when the kernel is unavailable or the inputs do not suit it.
     """
     lib = native_library()
-    n, k, h, w = reduced.shape
-    tensors = [reduced, reduced_bias, neighbor_weight, *pooled, *full]
+    n, channels, h, w = x.shape
+    k = reduce[0].shape[0]
+    tensors = [x, *reduce, neighbor_weight, *pooled, *full]
     if lib is None or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return None
-    if n % num_segments or h < 2 or w < 2 or neighbor_weight.shape != (k, 1, 3, 3) or reduced_bias.shape != (k,):
+    if n % num_segments or h < 2 or w < 2 or neighbor_weight.shape != (k, 1, 3, 3):
+        return None
+    if reduce[0].shape != (k, channels, 1, 1) or reduce[1].shape != (k,):
         return None
     if any(weight.shape != (k, k, 3, 3) or bias.shape != (k,) for weight, bias in (pooled, full)):
         return None
-    reduced, reduced_bias = reduced.contiguous(), reduced_bias.contiguous()
-    neighbor_weight, (wp, bp), (wf, bf) = neighbor_weight.contiguous(), pooled, full
-    wp, bp, wf, bf = (t.contiguous() for t in (wp, bp, wf, bf))
-    out = reduced.new_empty((2, n, k + 1, h * w))
+    x, neighbor_weight = x.contiguous(), neighbor_weight.contiguous()
+    wr, br, wp, bp, wf, bf = (t.contiguous() for t in (*reduce, *pooled, *full))
+    out = x.new_empty((2, n, k + 1, h * w))
     with _profiled("tdnzoo::ltdm_mixed"):
         status = lib.tdnzoo_ltdm_mixed(
-            reduced.data_ptr(), reduced_bias.data_ptr(), neighbor_weight.data_ptr(), wp.data_ptr(), bp.data_ptr(),
-            wf.data_ptr(), bf.data_ptr(), out.data_ptr(), n // num_segments, num_segments, k, h, w,
+            x.data_ptr(), wr.data_ptr(), br.data_ptr(), neighbor_weight.data_ptr(), wp.data_ptr(), bp.data_ptr(),
+            wf.data_ptr(), bf.data_ptr(), out.data_ptr(), n // num_segments, num_segments, channels, k, h, w,
             torch.get_num_threads(),
         )
     if status != 0:

@@ -263,13 +263,11 @@ class LongTermTDM(nn.Module):
         """Both directions' mixed maps (the input of ``conv_expand``) and a channel of ones: ``[2, N, K+1, H*W]``."""
         n, channels, h, w = x.shape
         hidden = self.hidden
-        weight, bias = f["reduce"]
-        product = _reduce(x, weight)
-        # The same as one C kernel (see ._native), which adds the bias itself.
-        fused = ltdm_mixed(product, bias, self.conv_neighbor.weight, f["pooled_sum"], f["full"], self.num_segments)
+        # The same, reduction included, as one C kernel (see ._native)
+        fused = ltdm_mixed(x, f["reduce"], self.conv_neighbor.weight, f["pooled_sum"], f["full"], self.num_segments)
         if fused is not None:
             return fused
-        b = product.add_(bias.view(1, -1, 1, 1))
+        b = _reduce(x, *f["reduce"])
         b5 = _split_time(b, self.num_segments)
         nb5 = self.conv_neighbor(b).view_as(b5)
         diff6 = x.new_empty((2, *b5.shape))

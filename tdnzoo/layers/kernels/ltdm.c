@@ -160,23 +160,153 @@ int tdnzoo_ltdm_gate(const float *x, const float *m, const float *w, const float
 
 /* ------------------------------------------------------------------------------------------ */
 /*
- * The L-TDM's bottleneck part in inference, from the reduction b = BN(conv1x1(x)) at K channels
- * (given as the product W x and the folded BN bias, added here): for direction d (0 forward,
+ * The L-TDM's bottleneck part in inference, from x: the reduction b = BN(conv1x1(x)) at K
+ * channels (given as the weight W and the folded BN bias), then for direction d (0 forward,
  * 1 backward) and frame n = (clip, t),
  *     diff = conv_neighbor(b)[t + 1] - b[t]   (d = 0; zero at t = T - 1)
  *            conv_neighbor(b)[t - 1] - b[t]   (d = 1; zero at t = 0)
  *     mixed = diff + conv_full(diff) + up(conv_pooled(sum2x2(diff)))
  * with the eval-mode BN (and the pooling's 1/4) folded into conv_full and conv_pooled, and a
  * last channel of ones for the expand's bias: mixed is [2, N, K + 1, H * W], ready for
- * tdnzoo_ltdm_gate. PyTorch runs this as a dozen small ops per block (three oneDNN convolutions
- * on few channels among them), whose fixed costs dominate at these sizes.
+ * tdnzoo_ltdm_gate. PyTorch runs this as a dozen small ops per block (a GEMM with a few output
+ * rows and three oneDNN convolutions on few channels among them), whose fixed costs dominate at
+ * these sizes.
  *
- * The 3x3 convolutions run on zero-bordered copies, flattened: with row pitch W + 2, output q
- * takes input q + ky * (W + 2) + kx, a long contiguous loop the compiler vectorises; the two
- * extra columns per row are computed and dropped.
+ * Products are register-blocked 8 output channels by up to 48 pixels: per input channel (and
+ * tap) three vector loads feed 24 multiply-adds. The 3x3 convolutions run on zero-bordered
+ * copies, flattened: with row pitch W + 2, output q takes input q + ky * (W + 2) + kx, so a tap
+ * is one contiguous load; the two extra columns per row are computed and dropped.
  */
+#define OUT_BLOCK 8 /* output channels per register block */
 
-/* acc[q] += sum over taps of w[tap] * in[q + ky * pitch + kx], for q < rows * pitch - 2 */
+/* w [K, C] (or [K, C, 9] with taps = 9) -> [ceil(K / 8)][C][taps][8], zero padded */
+static float *pack_weights(const float *w, int64_t k, int64_t c, int taps) {
+    const int64_t blocks = (k + OUT_BLOCK - 1) / OUT_BLOCK;
+    float *packed = calloc((size_t)(blocks * c * taps * OUT_BLOCK), sizeof(float));
+    if (!packed) return NULL;
+    for (int64_t o = 0; o < k; o++)
+        for (int64_t i = 0; i < c; i++)
+            for (int t = 0; t < taps; t++)
+                packed[(((o / OUT_BLOCK) * c + i) * taps + t) * OUT_BLOCK + o % OUT_BLOCK] = w[(o * c + i) * taps + t];
+    return packed;
+}
+
+static inline v16 load_partial(const float *src, int64_t n) {
+    float tmp[16] = {0};
+    memcpy(tmp, src, sizeof(float) * (n < 16 ? n : 16));
+    v16 v;
+    memcpy(&v, tmp, sizeof v);
+    return v;
+}
+
+static inline void store_partial(float *dst, v16 v, int64_t n) {
+    if (n >= 16) {
+        memcpy(dst, &v, sizeof v);
+    } else if (n > 0) {
+        float tmp[16];
+        memcpy(tmp, &v, sizeof tmp);
+        memcpy(dst, tmp, sizeof(float) * n);
+    }
+}
+
+/*
+ * One register block of a product over `inputs` input planes (plane stride `plane_in`) and `taps`
+ * taps at offsets off[]: out[r][q] (+)= sum_i sum_t wp[i][t][r] * in[i][q + off[t]], for output
+ * rows r < rows and q < 16 * pv, storing the first `valid` lanes; the sum starts from bias[r] (or 0
+ * when bias is NULL), or from out itself with `accumulate`. `whole_loads`: all 16 * pv lanes of every
+ * read are readable (else only the first `valid`).
+ */
+static inline __attribute__((always_inline)) void product_block(
+    const float *in, int64_t plane_in, int64_t inputs, const int64_t *off, int taps, const float *wp,
+    const float *bias, float *out, int64_t plane_out, int rows, const int pv, int64_t valid, const int accumulate,
+    const int whole_loads) {
+    v16 acc[OUT_BLOCK][3];
+    /* constant indices only (these loops unroll), so acc stays in registers */
+#pragma GCC unroll 8
+    for (int r = 0; r < OUT_BLOCK; r++)
+        for (int j = 0; j < pv; j++)
+            acc[r][j] = accumulate && r < rows ? load_partial(out + r * plane_out + 16 * j, valid - 16 * j)
+                                               : splat(bias ? bias[r] : 0.0f);
+    for (int64_t i = 0; i < inputs; i++) {
+        const float *src = in + i * plane_in;
+        const float *wi = wp + i * taps * OUT_BLOCK;
+        for (int t = 0; t < taps; t++) {
+            v16 v[3];
+            for (int j = 0; j < pv; j++) {
+                if (whole_loads) memcpy(&v[j], src + off[t] + 16 * j, sizeof v[j]);
+                else v[j] = valid > 16 * j ? load_partial(src + off[t] + 16 * j, valid - 16 * j) : splat(0.0f);
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < OUT_BLOCK; r++) {
+                const float wr = wi[t * OUT_BLOCK + r];
+                for (int j = 0; j < pv; j++) acc[r][j] += wr * v[j];
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < OUT_BLOCK; r++)
+        for (int j = 0; j < pv; j++)
+            if (r < rows) store_partial(out + r * plane_out + 16 * j, acc[r][j], valid - 16 * j);
+}
+
+/*
+ * The product at positions [0, len) for one block of OUT_BLOCK output rows, 48 pixels at a time.
+ * Past len, `readable` (>= len) positions from each read's start may be read and `writable`
+ * (>= len) written: the tail is then computed in whole vectors where it can.
+ */
+static void product_row(const float *in, int64_t plane_in, int64_t inputs, const int64_t *off, int taps,
+                        const float *wp, const float *bias, float *out, int64_t plane_out, int rows, int64_t len,
+                        int64_t readable, int64_t writable, int accumulate) {
+#define BLOCK(PV, VALID, WHOLE)                                                                                       \
+    (accumulate ? product_block(in + q, plane_in, inputs, off, taps, wp, bias, out + q, plane_out, rows, PV, VALID, 1, \
+                                WHOLE)                                                                               \
+                : product_block(in + q, plane_in, inputs, off, taps, wp, bias, out + q, plane_out, rows, PV, VALID, 0, \
+                                WHOLE))
+    int64_t q = 0;
+    for (; q + 48 <= len; q += 48) BLOCK(3, 48, 1);
+    const int64_t rest = len - q;
+    if (rest <= 0) return;
+    const int pv = (int)((rest + 15) / 16);
+    const int64_t valid = writable - q < 16 * pv ? writable - q : 16 * pv;
+    if (q + 16 * pv <= readable) {
+        if (pv == 1) BLOCK(1, valid, 1);
+        else if (pv == 2) BLOCK(2, valid, 1);
+        else BLOCK(3, valid, 1);
+    } else {
+        if (pv == 1) BLOCK(1, valid, 0);
+        else if (pv == 2) BLOCK(2, valid, 0);
+        else BLOCK(3, valid, 0);
+    }
+#undef BLOCK
+}
+
+#define INPUT_CHUNK 64 /* input channels per pass of the reduction: their 48-pixel strips stay in L1 */
+
+/* [K, C] @ [C, HW] per frame: b[n] = wr x[n], the reduction's product (its bias is added later) */
+static void reduce_frames(const float *x, const float *wr_packed, float *b, int64_t frames, int64_t channels, int64_t k,
+                          int64_t hw, int num_threads) {
+    const int64_t kblocks = (k + OUT_BLOCK - 1) / OUT_BLOCK, pblocks = (hw + 47) / 48;
+    const int64_t off[1] = {0};
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
+    for (int64_t n = 0; n < frames; n++)
+        for (int64_t pb = 0; pb < pblocks; pb++) {
+            const int64_t p0 = 48 * pb, len = hw - p0 < 48 ? hw - p0 : 48;
+            for (int64_t c0 = 0; c0 < channels; c0 += INPUT_CHUNK) {
+                const int64_t inputs = channels - c0 < INPUT_CHUNK ? channels - c0 : INPUT_CHUNK;
+                /* past a row of x lie the next rows: whole vectors may be read up to the end of x */
+                const int64_t left = frames * channels * hw - ((n * channels + c0 + inputs - 1) * hw + p0);
+                const int64_t readable = left < 48 ? left : 48;
+                for (int64_t kb = 0; kb < kblocks; kb++) {
+                    const int rows = (int)(k - kb * OUT_BLOCK < OUT_BLOCK ? k - kb * OUT_BLOCK : OUT_BLOCK);
+                    product_row(x + (n * channels + c0) * hw + p0, hw, inputs, off, 1,
+                                wr_packed + (kb * channels + c0) * OUT_BLOCK, NULL, b + (n * k + kb * OUT_BLOCK) * hw + p0,
+                                hw, rows, len, readable, len, c0 > 0);
+                }
+            }
+        }
+}
+
+/* acc[q] += sum over taps of w[tap] * in[q + ky * pitch + kx], for q < rows * pitch - 2 (depthwise) */
 static void conv3x3_flat(const float *restrict in, int64_t pitch, int64_t rows, const float *w, float *restrict acc) {
     const int64_t len = rows * pitch - 2;
     const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
@@ -202,26 +332,45 @@ static int64_t nearest_index(int64_t dst, int64_t in, int64_t out) {
 }
 
 /*
- * b: [N, K, H, W] and bb: [K] (b + bb is the reduction); wn: [K, 9] (depthwise); wp, wf: [K, K, 9];
- * bp, bf: [K]; mixed: [2, N, K + 1, H * W]. H and W at least 2. Returns 0, or -1 when scratch
- * memory could not be allocated.
+ * x: [N, C, H, W]; wr: [K, C] and bb: [K] (the folded reduction); wn: [K, 9] (depthwise);
+ * wp, wf: [K, K, 9]; bp, bf: [K]; mixed: [2, N, K + 1, H * W]. H and W at least 2. Returns 0, or
+ * -1 when scratch memory could not be allocated.
  */
-int tdnzoo_ltdm_mixed(const float *b, const float *bb, const float *wn, const float *wp, const float *bp, const float *wf,
-                      const float *bf, float *mixed, int64_t batch, int64_t t_len, int64_t k, int64_t h, int64_t w,
-                      int num_threads) {
+int tdnzoo_ltdm_mixed(const float *x, const float *wr, const float *bb, const float *wn, const float *wp,
+                      const float *bp, const float *wf, const float *bf, float *mixed, int64_t batch, int64_t t_len,
+                      int64_t channels, int64_t k, int64_t h, int64_t w, int num_threads) {
     const int64_t frames = batch * t_len, hw = h * w, h2 = h / 2, w2 = w / 2;
     const int64_t pitch = w + 2, pitch2 = w2 + 2;
-    int failed = 0;
+    const int64_t kblocks = (k + OUT_BLOCK - 1) / OUT_BLOCK, kpad = kblocks * OUT_BLOCK;
+    /* conv outputs at q < len (rows * pitch - 2), computed in whole vectors up to q_end */
+    const int64_t len = h * pitch - 2, len2 = h2 * pitch2 - 2;
+    const int64_t q_end = (len + 15) / 16 * 16, q_end2 = (len2 + 15) / 16 * 16;
+    const int64_t plane = (h + 2) * pitch, plane2 = (h2 + 2) * pitch2;
+    const int64_t off[9] = {0, 1, 2, pitch, pitch + 1, pitch + 2, 2 * pitch, 2 * pitch + 1, 2 * pitch + 2};
+    const int64_t off2[9] = {0, 1, 2, pitch2, pitch2 + 1, pitch2 + 2, 2 * pitch2, 2 * pitch2 + 1, 2 * pitch2 + 2};
+    float *b = malloc(sizeof(float) * frames * k * hw);
+    float *wr_packed = pack_weights(wr, k, channels, 1);
+    float *wp_packed = pack_weights(wp, k, k, 9), *wf_packed = pack_weights(wf, k, k, 9);
+    float *bp_pad = calloc((size_t)kpad, sizeof(float)), *bf_pad = calloc((size_t)kpad, sizeof(float));
+    int failed = !b || !wr_packed || !wp_packed || !wf_packed || !bp_pad || !bf_pad;
+    if (!failed) {
+        memcpy(bp_pad, bp, sizeof(float) * k);
+        memcpy(bf_pad, bf, sizeof(float) * k);
+        reduce_frames(x, wr_packed, b, frames, channels, k, hw, num_threads);
+    }
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads) reduction(|| : failed)
     for (int64_t d = 0; d < 2; d++) {
         for (int64_t n = 0; n < frames; n++) {
-            float *padded = malloc(sizeof(float) * k * (h + 2) * pitch);        /* diff, zero-bordered */
-            float *pooled_in = malloc(sizeof(float) * k * (h2 + 2) * pitch2);   /* 2x2 sums, zero-bordered */
-            float *pooled = malloc(sizeof(float) * k * h2 * pitch2);            /* conv_pooled output */
-            float *acc = malloc(sizeof(float) * (h + 2) * pitch);               /* one output channel */
+            if (!b || !wr_packed || !wp_packed || !wf_packed || !bp_pad || !bf_pad) continue;
+            /* + 16: whole-vector reads past the last plane's end (into outputs that are dropped) */
+            float *padded = calloc((size_t)(k * plane + 16), sizeof(float));        /* diff, zero-bordered */
+            float *pooled_in = calloc((size_t)(k * plane2 + 16), sizeof(float));    /* 2x2 sums, zero-bordered */
+            float *pooled = malloc(sizeof(float) * kpad * q_end2);                  /* conv_pooled output */
+            float *full = malloc(sizeof(float) * kpad * q_end);                     /* conv_full output */
+            float *scratch = malloc(sizeof(float) * plane);                         /* one padded channel */
             float *out = mixed + (d * frames + n) * (k + 1) * hw;
-            if (!padded || !pooled_in || !pooled || !acc) {
-                free(padded), free(pooled_in), free(pooled), free(acc);
+            if (!padded || !pooled_in || !pooled || !full || !scratch) {
+                free(padded), free(pooled_in), free(pooled), free(full), free(scratch);
                 failed = 1;
                 continue;
             }
@@ -229,12 +378,11 @@ int tdnzoo_ltdm_mixed(const float *b, const float *bb, const float *wn, const fl
             const int open_end = d == 0 ? t == t_len - 1 : t == 0;
             const float *cur = b + n * k * hw, *other = open_end ? cur : b + (d == 0 ? n + 1 : n - 1) * k * hw;
             /* diff, straight into the zero-bordered buffer */
-            memset(padded, 0, sizeof(float) * k * (h + 2) * pitch);
             for (int64_t c = 0; c < k && !open_end; c++) {
-                pad_copy(other + c * hw, bb[c], h, w, acc);
-                float *dst = padded + c * (h + 2) * pitch;
+                pad_copy(other + c * hw, bb[c], h, w, scratch);
+                float *dst = padded + c * plane;
                 float *nb = dst + pitch + 1; /* conv_neighbor(other) accumulates at the interior */
-                conv3x3_flat(acc, pitch, h, wn + 9 * c, nb);
+                conv3x3_flat(scratch, pitch, h, wn + 9 * c, nb);
                 for (int64_t y = 0; y < h; y++) {
                     float *row = dst + (y + 1) * pitch + 1;
                     const float *cur_row = cur + c * hw + y * w;
@@ -243,24 +391,24 @@ int tdnzoo_ltdm_mixed(const float *b, const float *bb, const float *wn, const fl
                 }
             }
             /* 2x2 sums (floor mode), zero-bordered */
-            memset(pooled_in, 0, sizeof(float) * k * (h2 + 2) * pitch2);
             for (int64_t c = 0; c < k; c++)
                 for (int64_t y = 0; y < h2; y++) {
-                    const float *r0 = padded + c * (h + 2) * pitch + (2 * y + 1) * pitch + 1, *r1 = r0 + pitch;
-                    float *dst = pooled_in + c * (h2 + 2) * pitch2 + (y + 1) * pitch2 + 1;
+                    const float *r0 = padded + c * plane + (2 * y + 1) * pitch + 1, *r1 = r0 + pitch;
+                    float *dst = pooled_in + c * plane2 + (y + 1) * pitch2 + 1;
                     for (int64_t x = 0; x < w2; x++) dst[x] = (r0[2 * x] + r1[2 * x]) + (r0[2 * x + 1] + r1[2 * x + 1]);
                 }
-            for (int64_t o = 0; o < k; o++) {
-                float *p = pooled + o * h2 * pitch2;
-                for (int64_t q = 0; q < h2 * pitch2; q++) p[q] = bp[o];
-                for (int64_t c = 0; c < k; c++)
-                    conv3x3_flat(pooled_in + c * (h2 + 2) * pitch2, pitch2, h2, wp + 9 * (o * k + c), p);
+            /* the two 3x3 convolutions, 8 output channels at a time; reads may run 16 past a plane */
+            for (int64_t ob = 0; ob < kblocks; ob++) {
+                const int rows = (int)(k - ob * OUT_BLOCK < OUT_BLOCK ? k - ob * OUT_BLOCK : OUT_BLOCK);
+                product_row(pooled_in, plane2, k, off2, 9, wp_packed + ob * k * 9 * OUT_BLOCK, bp_pad + ob * OUT_BLOCK,
+                            pooled + ob * OUT_BLOCK * q_end2, q_end2, rows, len2, q_end2, q_end2, 0);
+                product_row(padded, plane, k, off, 9, wf_packed + ob * k * 9 * OUT_BLOCK, bf_pad + ob * OUT_BLOCK,
+                            full + ob * OUT_BLOCK * q_end, q_end, rows, len, q_end, q_end, 0);
             }
             for (int64_t o = 0; o < k; o++) {
-                for (int64_t q = 0; q < h * pitch; q++) acc[q] = bf[o];
-                for (int64_t c = 0; c < k; c++) conv3x3_flat(padded + c * (h + 2) * pitch, pitch, h, wf + 9 * (o * k + c), acc);
-                const float *diff = padded + o * (h + 2) * pitch + pitch + 1;
-                const float *p = pooled + o * h2 * pitch2;
+                const float *acc = full + o * q_end;
+                const float *diff = padded + o * plane + pitch + 1;
+                const float *p = pooled + o * q_end2;
                 for (int64_t y = 0; y < h; y++) {
                     const float *prow = p + nearest_index(y, h2, h) * pitch2;
                     float *dst = out + o * hw + y * w;
@@ -272,9 +420,10 @@ int tdnzoo_ltdm_mixed(const float *b, const float *bb, const float *wn, const fl
                 }
             }
             for (int64_t q = 0; q < hw; q++) out[k * hw + q] = 1.0f;
-            free(padded), free(pooled_in), free(pooled), free(acc);
+            free(padded), free(pooled_in), free(pooled), free(full), free(scratch);
         }
     }
+    free(b), free(wr_packed), free(wp_packed), free(wf_packed), free(bp_pad), free(bf_pad);
     return failed ? -1 : 0;
 }
 
