@@ -11,8 +11,8 @@
  * back for the sigmoids, the gate and the temporal conv, a dozen full-size passes in all.
  *
  * Written with GCC vector extensions (16 floats: one AVX-512 register, two AVX2 ones) so the
- * compiler vectorises for the machine it is built on; parallel with OpenMP over (clip, channel
- * block), on the PyTorch thread count passed in.
+ * compiler vectorises for the machine it is built on (three AVX-512 instructions where it has
+ * them); parallel with OpenMP on the PyTorch thread count passed in.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,19 +22,34 @@
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 
-#define PIXELS 32         /* pixels per register block: two v16 */
-#define CHANNEL_BLOCK 32  /* channels per parallel work item (measured best of 2, 8, 32) */
+#define PIXELS 32 /* pixels per register block of the training kernels: two v16 */
 
 static inline v16 splat(float a) { return (v16){} + a; }
 
-/* mask ? a : b, lane-wise; a NaN in b survives (comparisons with NaN are false) */
+#ifdef __AVX512F__
+#include <immintrin.h>
+/* min(limit, x), max(limit, x): x86 returns the second operand when one is NaN, so a NaN survives */
+static inline v16 clamp_above(v16 x, float limit) { return (v16)_mm512_min_ps(_mm512_set1_ps(limit), (__m512)x); }
+static inline v16 clamp_below(v16 x, float limit) { return (v16)_mm512_max_ps(_mm512_set1_ps(limit), (__m512)x); }
+/* p * 2^n, n integral */
+static inline v16 scale_pow2(v16 p, v16 n) { return (v16)_mm512_scalef_ps((__m512)p, (__m512)n); }
+#else
+/* mask ? a : b, lane-wise */
 static inline v16 where(v16i mask, v16 a, v16 b) { return (v16)((mask & (v16i)a) | (~mask & (v16i)b)); }
+/* comparisons with NaN are false, so a NaN survives */
+static inline v16 clamp_above(v16 x, float limit) { return where(x > limit, splat(limit), x); }
+static inline v16 clamp_below(v16 x, float limit) { return where(x < limit, splat(limit), x); }
+static inline v16 scale_pow2(v16 p, v16 n) {
+    v16i e = (__builtin_convertvector(n, v16i) + 127) << 23; /* 2^n, n within float's exponent range */
+    return p * (v16)e;
+}
+#endif
 
-/* exp(x): Cephes' single-precision range reduction and polynomial, about 1 ulp */
+/* exp(x): Cephes' single-precision range reduction and polynomial, about 1 ulp (with AVX-512,
+   min/max clamps and vscalefps: 8 instructions fewer than compare-and-blend and exponent bits) */
 static inline v16 vexp(v16 x) {
     const float limit = 88.3762626647949f;
-    x = where(x > limit, splat(limit), x);
-    x = where(x < -limit, splat(-limit), x);
+    x = clamp_below(clamp_above(x, limit), -limit);
     v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
     v16 r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
@@ -45,8 +60,7 @@ static inline v16 vexp(v16 x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    v16i e = (__builtin_convertvector(n, v16i) + 127) << 23; /* 2^n */
-    return p * (v16)e;
+    return scale_pow2(p, n);
 }
 
 static inline v16 vsigmoid(v16 z) { return 1.0f / (1.0f + vexp(-z)); }
@@ -74,88 +88,6 @@ static inline void store_block(float *dst, v16 lo, v16 hi, int64_t n) {
     memcpy(tmp, &lo, sizeof lo);
     memcpy(tmp + 16, &hi, sizeof hi);
     memcpy(dst, tmp, sizeof(float) * n);
-}
-
-/* y for channels c (and c + 1 when pair) of one frame, over one block of pixels */
-static inline void gate_block(const v16 (*mixed)[2], int64_t k1, const float *wf, const float *wg,
-                              int64_t stride_w, int pair, const float *x, float *y, int64_t hw, int64_t n) {
-    const float *wf1 = pair ? wf + stride_w : wf, *wg1 = pair ? wg + stride_w : wg;
-    v16 f0 = {}, f1 = {}, g0 = {}, g1 = {}, f2 = {}, f3 = {}, g2 = {}, g3 = {};
-    for (int64_t k = 0; k < k1; k++) {
-        v16 ma = mixed[k][0], mb = mixed[k][1], na = mixed[k1 + k][0], nb = mixed[k1 + k][1];
-        f0 += wf[k] * ma;  f1 += wf[k] * mb;  g0 += wg[k] * na;  g1 += wg[k] * nb;
-        f2 += wf1[k] * ma; f3 += wf1[k] * mb; g2 += wg1[k] * na; g3 += wg1[k] * nb;
-    }
-    v16 xa, xb;
-    load_block(&xa, &xb, x, n);
-    v16 ga = vsigmoid(f0) - vsigmoid(g0), gb = vsigmoid(f1) - vsigmoid(g1);
-    store_block(y, xa + 0.5f * xa * ga, xb + 0.5f * xb * gb, n);
-    if (!pair) return;
-    load_block(&xa, &xb, x + hw, n);
-    ga = vsigmoid(f2) - vsigmoid(g2);
-    gb = vsigmoid(f3) - vsigmoid(g3);
-    store_block(y + hw, xa + 0.5f * xa * ga, xb + 0.5f * xb * gb, n);
-}
-
-/* in place along time: row[t] <- w0 * row[t-1] + w1 * row[t] + w2 * row[t+1]; prev is scratch */
-static void temporal_conv(float *row, int64_t t_len, int64_t stride_t, int64_t hw, const float *w, float *prev) {
-    memset(prev, 0, sizeof(float) * hw);
-    for (int64_t t = 0; t < t_len; t++, row += stride_t) {
-        const float *next = t + 1 < t_len ? row + stride_t : NULL;
-        for (int64_t p = 0; p < hw; p++) {
-            float cur = row[p];
-            row[p] = w[1] * cur + w[0] * prev[p] + (next ? w[2] * next[p] : 0.0f);
-            prev[p] = cur;
-        }
-    }
-}
-
-/*
- * x, out: [B, T, C, HW]; m: [2, B*T, K1, HW]; w: [2, C, K1]; tw: [C, 3] or NULL.
- * Returns 0, or -1 when scratch memory could not be allocated.
- */
-int tdnzoo_ltdm_gate(const float *x, const float *m, const float *w, const float *tw, float *out, int64_t batch,
-                     int64_t t_len, int64_t channels, int64_t k1, int64_t hw, int num_threads) {
-    const int64_t blocks = (hw + PIXELS - 1) / PIXELS;
-    const int64_t channel_blocks = (channels + CHANNEL_BLOCK - 1) / CHANNEL_BLOCK;
-    const int64_t frames = batch * t_len;
-    int failed = 0;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads) reduction(|| : failed)
-    for (int64_t b = 0; b < batch; b++) {
-        for (int64_t cb = 0; cb < channel_blocks; cb++) {
-            const int64_t c0 = cb * CHANNEL_BLOCK;
-            const int64_t c1 = c0 + CHANNEL_BLOCK < channels ? c0 + CHANNEL_BLOCK : channels;
-            v16(*mixed)[2] = aligned_alloc(64, sizeof(v16) * 2 * 2 * k1); /* [direction * k1 + k][2] */
-            float *prev = tw ? malloc(sizeof(float) * hw) : NULL;
-            if (!mixed || (tw && !prev)) {
-                free(mixed);
-                free(prev);
-                failed = 1;
-                continue;
-            }
-            for (int64_t t = 0; t < t_len; t++) {
-                const int64_t frame = b * t_len + t;
-                for (int64_t blk = 0; blk < blocks; blk++) {
-                    const int64_t p0 = blk * PIXELS, n = hw - p0 < PIXELS ? hw - p0 : PIXELS;
-                    for (int64_t dk = 0; dk < 2 * k1; dk++) {
-                        const int64_t d = dk / k1, k = dk % k1;
-                        load_block(&mixed[dk][0], &mixed[dk][1], m + ((d * frames + frame) * k1 + k) * hw + p0, n);
-                    }
-                    for (int64_t c = c0; c < c1; c += 2) {
-                        const int64_t offset = (frame * channels + c) * hw + p0;
-                        gate_block((const v16(*)[2])mixed, k1, w + c * k1, w + (channels + c) * k1, k1, c + 1 < c1,
-                                   x + offset, out + offset, hw, n);
-                    }
-                }
-            }
-            if (tw)
-                for (int64_t c = c0; c < c1; c++)
-                    temporal_conv(out + (b * t_len * channels + c) * hw, t_len, channels * hw, hw, tw + 3 * c, prev);
-            free(mixed);
-            free(prev);
-        }
-    }
-    return failed ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -329,6 +261,107 @@ static int64_t nearest_index(int64_t dst, int64_t in, int64_t out) {
     const float scale = (float)in / (float)out;
     const int64_t src = (int64_t)floorf((float)dst * scale);
     return src < in - 1 ? src : in - 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * The L-TDM gate in inference (see the top of this file), per work item (clip, 8 channels, 48
+ * pixels): for t = 0 .. T - 1 both directions' logits come from register-blocked products into
+ * L1 scratch, y[t] = x + 0.5 x (sigmoid(f) - sigmoid(g)) goes to a ring of the last three steps,
+ * and out[t - 1] = tconv(y)[t - 1] is written as soon as y[t] is known: x is read once and out
+ * written once, and the logits and y never reach memory.
+ */
+static inline __attribute__((always_inline)) void gate_tile(
+    const float *x, const float *m0, const float *m1, const float *w0, const float *w1, const float *tw, float *out,
+    int64_t t_len, int64_t channels, int64_t k1, int64_t hw, int rows, int64_t valid, int64_t m1_readable,
+    const int pv) {
+    float f[OUT_BLOCK][48] __attribute__((aligned(64))), g[OUT_BLOCK][48] __attribute__((aligned(64)));
+    float ring[3][OUT_BLOCK][48] __attribute__((aligned(64)));
+    const int64_t off[1] = {0}, frame_stride = channels * hw, m_stride = k1 * hw;
+    for (int64_t t = 0; t <= t_len; t++) {
+        if (t < t_len) {
+            /* m0 rows are followed by m1: whole-vector reads stay inside m except at its very end */
+            product_block(m0 + t * m_stride, hw, k1, off, 1, w0, NULL, &f[0][0], 48, OUT_BLOCK, pv, 16 * pv, 0, 1);
+            if (t < t_len - 1 || 16 * pv <= m1_readable)
+                product_block(m1 + t * m_stride, hw, k1, off, 1, w1, NULL, &g[0][0], 48, OUT_BLOCK, pv, 16 * pv, 0, 1);
+            else
+                product_block(m1 + t * m_stride, hw, k1, off, 1, w1, NULL, &g[0][0], 48, OUT_BLOCK, pv, valid, 0, 0);
+            for (int r = 0; r < rows; r++) {
+                const float *xr = x + t * frame_stride + r * hw;
+                for (int j = 0; j < pv; j++) {
+                    v16 xv, fv, gv;
+                    if (valid >= 16 * (j + 1)) memcpy(&xv, xr + 16 * j, sizeof xv);
+                    else xv = load_partial(xr + 16 * j, valid - 16 * j);
+                    memcpy(&fv, &f[r][16 * j], sizeof fv);
+                    memcpy(&gv, &g[r][16 * j], sizeof gv);
+                    const v16 y = xv + 0.5f * xv * (vsigmoid(fv) - vsigmoid(gv));
+                    if (tw) memcpy(&ring[t % 3][r][16 * j], &y, sizeof y);
+                    else store_partial(out + t * frame_stride + r * hw + 16 * j, y, valid - 16 * j);
+                }
+            }
+        }
+        if (!tw || t == 0) continue;
+        /* out[s] = tw0 y[s - 1] + tw1 y[s] + tw2 y[s + 1], zero padded, for s = t - 1 */
+        const int64_t step = t - 1;
+        for (int r = 0; r < rows; r++) {
+            const float a = tw[3 * r], b = tw[3 * r + 1], c = tw[3 * r + 2];
+            for (int j = 0; j < pv; j++) {
+                v16 cur, v;
+                memcpy(&cur, &ring[step % 3][r][16 * j], sizeof cur);
+                v = b * cur;
+                if (step > 0) {
+                    v16 prev;
+                    memcpy(&prev, &ring[(step + 2) % 3][r][16 * j], sizeof prev);
+                    v += a * prev;
+                }
+                if (step + 1 < t_len) {
+                    v16 next;
+                    memcpy(&next, &ring[(step + 1) % 3][r][16 * j], sizeof next);
+                    v += c * next;
+                }
+                store_partial(out + step * frame_stride + r * hw + 16 * j, v, valid - 16 * j);
+            }
+        }
+    }
+}
+
+/*
+ * x, out: [B, T, C, HW]; m: [2, B*T, K1, HW]; w: [2, C, K1]; tw: [C, 3] or NULL.
+ * Returns 0, or -1 when scratch memory could not be allocated.
+ */
+int tdnzoo_ltdm_gate(const float *x, const float *m, const float *w, const float *tw, float *out, int64_t batch,
+                     int64_t t_len, int64_t channels, int64_t k1, int64_t hw, int num_threads) {
+    const int64_t frames = batch * t_len;
+    const int64_t cblocks = (channels + OUT_BLOCK - 1) / OUT_BLOCK, pblocks = (hw + 47) / 48;
+    float *w0 = pack_weights(w, channels, k1, 1), *w1 = pack_weights(w + channels * k1, channels, k1, 1);
+    if (!w0 || !w1) {
+        free(w0), free(w1);
+        return -1;
+    }
+#pragma omp parallel for collapse(3) schedule(static) num_threads(num_threads)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t cb = 0; cb < cblocks; cb++)
+            for (int64_t pb = 0; pb < pblocks; pb++) {
+                const int64_t c0 = cb * OUT_BLOCK, p0 = pb * 48, valid = hw - p0 < 48 ? hw - p0 : 48;
+                const int rows = (int)(channels - c0 < OUT_BLOCK ? channels - c0 : OUT_BLOCK);
+                const int pv = (int)((valid + 15) / 16);
+                const int64_t frame0 = b * t_len;
+                const float *xs = x + (frame0 * channels + c0) * hw + p0;
+                const float *m0 = m + frame0 * k1 * hw + p0, *m1 = m + (frames + frame0) * k1 * hw + p0;
+                /* how far the last read of m (direction 1, last frame, last input) may go */
+                const int64_t m1_readable = 2 * frames * k1 * hw - (((frames + frame0 + t_len - 1) * k1 + k1 - 1) * hw + p0);
+                const float *wb0 = w0 + cb * k1 * OUT_BLOCK, *wb1 = w1 + cb * k1 * OUT_BLOCK;
+                const float *twb = tw ? tw + 3 * c0 : NULL;
+                float *os = out + (frame0 * channels + c0) * hw + p0;
+                if (pv == 3)
+                    gate_tile(xs, m0, m1, wb0, wb1, twb, os, t_len, channels, k1, hw, rows, valid, m1_readable, 3);
+                else if (pv == 2)
+                    gate_tile(xs, m0, m1, wb0, wb1, twb, os, t_len, channels, k1, hw, rows, valid, m1_readable, 2);
+                else
+                    gate_tile(xs, m0, m1, wb0, wb1, twb, os, t_len, channels, k1, hw, rows, valid, m1_readable, 1);
+            }
+    free(w0), free(w1);
+    return 0;
 }
 
 /*
