@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -42,17 +45,63 @@ def test_tiny_report_has_every_file_and_ratios(tmp_path):
     assert tdn["latency_ms"] > 0 and tdn["train_step_ms"] > 0 and tdn["throughput_clips_s"] > 0
     assert tdn["gflops_ratio"] > 1.0 and tdn["peak_memory_mb"] > 0
     assert data["machine"]["torch"] == torch.__version__ and data["settings"]["size"] == 64
+    assert data["settings"]["fixed_malloc"] is True
     md = paths["markdown"].read_text()
     assert "| tdn_test_resnet |" in md and "Machine:" in md and "--official-tdn" in md
+    assert data["machine"]["malloc"] in md
+    if GLIBC:
+        assert data["machine"]["malloc"].startswith("glibc malloc thresholds fixed (mmap 32 MiB")
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_command(tmp_path, capsys):
     argv = ["bench", "--models", "tsn_test_resnet,tdn_test_resnet", "--num-segments", "2", "--size", "64",
-            "--rounds", "1", "--warmup", "0", "--no-train", "--no-throughput", "--no-progress", "--output", str(tmp_path)]
+            "--rounds", "1", "--warmup", "0", "--no-train", "--no-throughput", "--no-progress", "--output", str(tmp_path),
+            "--glibc-malloc-defaults"]
     assert main(argv) == 0
     assert "| tdn_test_resnet |" in capsys.readouterr().out
     assert (tmp_path / "results.json").is_file() and (tmp_path / "speed.png").is_file()
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["settings"]["fixed_malloc"] is False and data["machine"]["malloc"] == "malloc as the process had it"
+
+
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+# Allocates and frees a 24 MiB block three times (as a training step re-allocates a feature map),
+# writing every page, and prints the page faults of the 2nd and 3rd rounds.
+_FAULTS = '''
+import ctypes, resource, sys
+from tdnzoo.bench.allocator import fix_malloc_thresholds
+if sys.argv[1] == "fixed":
+    assert fix_malloc_thresholds() is not None
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+size, faults = 24 * 2**20, 0
+for i in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(size)
+    libc.memset(block, 1, size)
+    if i:
+        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    libc.free(block)
+print(faults)
+'''
+
+
+@pytest.mark.skipif(not GLIBC, reason="the thresholds are glibc's")
+def test_fixed_malloc_thresholds_reuse_freed_feature_maps():
+    """With glibc's dynamic thresholds a re-allocated 24 MiB block comes back as fresh pages (the
+    second round faults its 6144 pages in again); with the fixed ones it is reused."""
+    def faults(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        return int(done.stdout.strip())
+
+    pages = 24 * 2**20 // 4096
+    assert faults("default") > pages // 2
+    assert faults("fixed") < pages // 20
 
 
 def test_ratios_pair_rounds_so_drift_cancels():
@@ -119,7 +168,7 @@ def test_breakdown_times_the_parts_of_a_tdn_model(capsys):
     assert inside < parts["whole model"]["tdn"]
     assert len(result.ltdm_ops) == 4 and all(ms >= 0 for _, ms in result.ltdm_ops)  # top 3 + the rest
     assert any(op.startswith("aten::") for op, _ in result.ltdm_ops)
-    assert "| S-TDM branch | - |" in result.table()
+    assert "| S-TDM branch | - |" in result.table() and result.settings["malloc"] in result.table()
     assert main(["bench", "breakdown", "--backbone", "test_resnet", "--num-segments", "2", "--size", "64",
                  "--rounds", "1"]) == 0
     assert "L-TDM + temporal conv inserts" in capsys.readouterr().out

@@ -21,6 +21,8 @@ from torch import nn
 from ..layers import LongTermStack, ShortTermTDM
 from ..models import create_model
 from ..models import video as _video
+from .allocator import fix_malloc_thresholds
+from .machine import malloc_description
 
 __all__ = ["Breakdown", "time_breakdown"]
 
@@ -37,7 +39,7 @@ class Breakdown:
         s = self.settings
         lines = [
             f"{s['backbone']}, {s['num_segments']} segments, {s['size']}x{s['size']}, batch 1, fp32, cpu, "
-            f"{s['threads']} threads; medians of {s['rounds']} interleaved rounds, ms per clip",
+            f"{s['threads']} threads, {s['malloc']}; medians of {s['rounds']} interleaved rounds, ms per clip",
             "",
             "| part | TSN | TDN |",
             "| --- | ---: | ---: |",
@@ -94,9 +96,14 @@ def _timed_fusion(clock: dict[str, float]) -> Iterator[None]:
 
 def time_breakdown(
     backbone: str = "resnet50", *, num_segments: int = 8, size: int = 224, rounds: int = 8, warmup: int = 2,
-    top: int = 10,
+    top: int = 10, fixed_malloc: bool = True,
 ) -> Breakdown:
-    """Time TSN and TDN on ``backbone`` round by round, with timers on TDN's parts; see the module doc."""
+    """Time TSN and TDN on ``backbone`` round by round, with timers on TDN's parts; see the module doc.
+
+    ``fixed_malloc``: fix glibc's malloc thresholds for the process first, as the speed report does
+    (see :mod:`.allocator`).
+    """
+    thresholds = fix_malloc_thresholds() if fixed_malloc else None
     torch.manual_seed(0)
     tsn = create_model(f"tsn_{backbone}", num_segments=num_segments).eval()
     tdn = create_model(f"tdn_{backbone}", num_segments=num_segments).eval()
@@ -128,7 +135,8 @@ def time_breakdown(
         return statistics.median(samples[name]) * 1e3
 
     result = Breakdown(settings={"backbone": backbone, "num_segments": num_segments, "size": size,
-                                 "rounds": rounds, "threads": torch.get_num_threads()})
+                                 "rounds": rounds, "threads": torch.get_num_threads(),
+                                 "malloc": malloc_description(thresholds)})
     result.parts["whole model"] = {"tsn": ms("tsn"), "tdn": ms("tdn")}
     for name in ("S-TDM branch", "L-TDM + temporal conv inserts", "S-TDM fusion"):
         result.parts[name] = {"tsn": None, "tdn": ms(name)}

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["machine_info"]
+__all__ = ["machine_info", "malloc_description"]
 
 
 def _cpu_model() -> str:
@@ -42,3 +42,11 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
     return info
+
+
+def malloc_description(thresholds: dict[str, int] | None) -> str:
+    """How CPU memory was allocated in a timing run, for its report (see :mod:`.allocator`)."""
+    if thresholds is None:
+        return "malloc as the process had it"
+    return (f"glibc malloc thresholds fixed (mmap {thresholds['mmap_threshold'] / 2**20:.0f} MiB, "
+            f"trim {thresholds['trim_threshold'] / 2**30:.0f} GiB)")

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from ..flops import flop_breakdown
-from .machine import machine_info
+from .allocator import fix_malloc_thresholds
+from .machine import machine_info, malloc_description
 from .memory import peak_memory_bytes
 from .timing import Timing, paired_ratio, time_interleaved
 
@@ -48,6 +49,8 @@ class SpeedConfig:
     throughput: bool = True
     num_classes: int = 174
     official_tdn: str | None = None
+    # glibc's malloc thresholds fixed for the process (see .allocator); False keeps the process's
+    fixed_malloc: bool = True
 
     def model_names(self) -> list[str]:
         if self.models:
@@ -92,7 +95,9 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
     names = config.model_names()
+    thresholds = fix_malloc_thresholds() if config.fixed_malloc else None
     result = SpeedResult(settings=asdict(config), machine=machine_info(config.device))
+    result.machine["malloc"] = malloc_description(thresholds)
 
     models, infer_fns, batch_fns, train_fns, rows = [], [], [], [], []
     for name in names:
@@ -240,7 +245,7 @@ def markdown_table(result: SpeedResult) -> str:
     m = result.machine
     lines += ["", f"Machine: {m['cpu']}, {m['cpu_count']} cores ({m['torch_threads']} torch threads), "
               f"{m.get('gpu', 'no GPU used')}; torch {m['torch']}, timm {m['timm']}, tdnzoo {m['tdnzoo']}, "
-              f"Python {m['python']}."]
+              f"Python {m['python']}; {m.get('malloc', 'allocator not recorded')}."]
     lines += [f"Note: {n}" for n in result.notes]
     return "\n".join(lines)
 

@@ -28,10 +28,17 @@ def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-train", action="store_true", help="skip the training-step timing")
     p.add_argument("--no-throughput", action="store_true", help="skip the batched throughput timing")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    _add_malloc_argument(p)
     p.add_argument("--official-tdn", default=None, metavar="PATH",
                    help="a checkout of MCG-NJU/TDN: also time its TDN-R50 with the same weights")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_bench)
+
+
+def _add_malloc_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--glibc-malloc-defaults", action="store_true",
+                   help="keep glibc's dynamic malloc thresholds (by default the run fixes them, so that page "
+                   "faults from freed and re-allocated feature maps do not decide the timings)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     breakdown.add_argument("--size", type=int, default=224)
     breakdown.add_argument("--rounds", type=int, default=8)
     breakdown.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    _add_malloc_argument(breakdown)
     breakdown.set_defaults(func=run_breakdown)
     accuracy = modes.add_parser("accuracy", help="train and compare TSN/TSM/TDN on a generated temporal dataset")
     try:
@@ -85,7 +93,8 @@ def run_breakdown(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = time_breakdown(args.backbone, num_segments=args.num_segments, size=args.size, rounds=args.rounds)
+    result = time_breakdown(args.backbone, num_segments=args.num_segments, size=args.size, rounds=args.rounds,
+                            fixed_malloc=not args.glibc_malloc_defaults)
     print(result.table())
     return 0
 
@@ -104,6 +113,7 @@ def run_bench(args: argparse.Namespace) -> int:
         train_rounds=args.train_rounds, warmup=args.warmup, device=args.device, dtype=args.dtype,
         channels_last=args.channels_last, compile=args.compile, train=not args.no_train,
         throughput=not args.no_throughput, official_tdn=args.official_tdn,
+        fixed_malloc=not args.glibc_malloc_defaults,
     )
     result = run_speed_benchmark(config, progress=not args.no_progress)
     paths = write_speed_report(result, args.output)
