@@ -261,7 +261,9 @@ def test_inference_copy_sees_data_edits():
         torch.testing.assert_close(second(x), block(x), rtol=1e-5, atol=1e-5)
 
 
-def test_derived_from_rebuilds_only_when_values_change():
+@pytest.mark.parametrize("native", ["1", "0"])  # values compared in C (bytes), or by torch.equal
+def test_derived_from_rebuilds_only_when_values_change(native, monkeypatch):
+    monkeypatch.setenv("TDNZOO_NATIVE_KERNELS", native)
     module = nn.Linear(3, 2)
     builds = []
     build = lambda: builds.append(1) or len(builds)  # noqa: E731
@@ -273,6 +275,20 @@ def test_derived_from_rebuilds_only_when_values_change():
     with torch.no_grad():
         module.bias.add_(1.0)
     assert derived_from(module, "_slot", build) == 2
+    module.bias.data[1] += 1.0  # one element, through .data (no version bump)
+    assert derived_from(module, "_slot", build) == 3
+    module.weight = nn.Parameter(module.weight.detach().t().contiguous().t())  # same values, not contiguous
+    assert derived_from(module, "_slot", build) == 3
+    with torch.no_grad():
+        module.weight[0, 0] += 1.0
+    assert derived_from(module, "_slot", build) == 4
+    module.register_buffer("extra", torch.zeros(2))  # one more tensor
+    assert derived_from(module, "_slot", build) == 5
+    twin = copy.deepcopy(module)  # the cache travels with the module and follows the copy's weights
+    assert derived_from(twin, "_slot", build) == 5
+    with torch.no_grad():
+        twin.extra.fill_(1.0)
+    assert derived_from(twin, "_slot", build) == 6 and derived_from(module, "_slot", build) == 5
 
 
 def test_difference_gate_backward_is_the_exact_gradient():

@@ -148,6 +148,21 @@ def test_bottleneck_kernel_matches_torch_ops(channels, segments, size, kernel_ca
 
 
 @needs_compiler
+@pytest.mark.parametrize("shape", [(2, 3, 56, 56), (1, 2, 7, 9), (1, 1, 2, 5), (1, 2, 1, 1), (2, 1, 6, 1)])
+def test_max_pool_kernel_is_max_pool2d(shape):
+    """The S-TDM stem's 3x3/2 max-pool in C: PyTorch's values exactly, odd sizes and NaN included."""
+    from tdnzoo.layers._fast import FastMaxPool3x3S2
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(8))
+    x.view(-1)[:: 7] = float("nan")
+    expected = torch.nn.functional.max_pool2d(x, 3, 2, 1)
+    torch.testing.assert_close(_native.max_pool3x3s2(x), expected, rtol=0, atol=0, equal_nan=True)
+    with torch.inference_mode():
+        torch.testing.assert_close(FastMaxPool3x3S2()(x), expected, rtol=0, atol=0, equal_nan=True)
+    assert _native.max_pool3x3s2(x.double()) is None  # float32 only: the module takes strided maxima
+
+
+@needs_compiler
 def test_whole_tdn_model_matches_torch_ops(kernel_calls, monkeypatch):
     torch.manual_seed(0)
     model = _trained_looking(tdnzoo.create_model("tdn_test_resnet", num_segments=4, num_classes=5))

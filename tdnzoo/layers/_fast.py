@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._native import ByteSnapshot
+from ._native import max_pool3x3s2 as native_max_pool3x3s2
+
 __all__ = [
     "add_upsampled",
     "fast_ops_enabled",
@@ -232,10 +235,14 @@ def avg_pool2x2(x: torch.Tensor, *, scale: float = 0.25) -> torch.Tensor:
 
 
 class FastMaxPool3x3S2(nn.Module):
-    """:func:`max_pool3x3s2` as a module, for inference copies."""
+    """:func:`max_pool3x3s2` as a module, for inference copies; one pass of a C kernel (see
+    ``._native``) on float32 CPU maps where it is built."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.max_pool2d(x, 3, 2, 1) if is_channels_last(x) else max_pool3x3s2(x)
+        if is_channels_last(x):
+            return F.max_pool2d(x, 3, 2, 1)
+        fused = native_max_pool3x3s2(x) if eager_inference(x) else None
+        return fused if fused is not None else max_pool3x3s2(x)
 
 
 def derived_from(module: nn.Module, slot: str, build: Callable[[], Any]) -> Any:
@@ -253,19 +260,20 @@ def derived_from(module: nn.Module, slot: str, build: Callable[[], Any]) -> Any:
         return cached[1]
     value = build()
     # A tuple in __dict__: nn.Module does not register it (no new state_dict keys or submodules).
-    module.__dict__[slot] = (_snapshot(tensors), value)
+    module.__dict__[slot] = (ByteSnapshot(tensors), value)
     return value
 
 
-def _snapshot(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [t.detach().clone() for t in tensors]
-
-
-def _same_values(snapshot: list[torch.Tensor], tensors: list[torch.Tensor]) -> bool:
-    # One torch.equal per tensor measured cheaper than comparing concatenations.
-    if len(snapshot) != len(tensors):
+def _same_values(snapshot: ByteSnapshot, tensors: list[torch.Tensor]) -> bool:
+    # Contiguous CPU tensors: one C call comparing bytes (equal bytes are equal values; a -0.0
+    # that became 0.0 or a NaN's payload only costs a rebuild). Else one torch.equal per tensor,
+    # measured cheaper than comparing concatenations.
+    same = snapshot.matches(tensors)
+    if same is not None:
+        return same
+    if len(snapshot.copies) != len(tensors):
         return False
-    for old, new in zip(snapshot, tensors):
+    for old, new in zip(snapshot.copies, tensors):
         if old.shape != new.shape or old.dtype != new.dtype or old.device != new.device:
             return False
         if not torch.equal(old, new):

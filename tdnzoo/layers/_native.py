@@ -40,10 +40,12 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "ByteSnapshot",
     "fuse_upsampled_",
     "gate_temporal_conv",
     "ltdm_gate",
     "ltdm_mixed",
+    "max_pool3x3s2",
     "native_kernels_enabled",
     "native_library",
     "pooled_frame_differences",
@@ -136,6 +138,10 @@ def _load(cache_override: str | None, xdg_cache_home: str | None, compiler: str)
     lib.tdnzoo_gate_tconv_backward.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 4 + [ctypes.c_int]
     lib.tdnzoo_gate_tconv_backward.restype = None
     lib.tdnzoo_ltdm_gate.restype = lib.tdnzoo_ltdm_mixed.restype = ctypes.c_int
+    lib.tdnzoo_max_pool3x3s2.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    lib.tdnzoo_max_pool3x3s2.restype = None
+    lib.tdnzoo_same_bytes.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 3
+    lib.tdnzoo_same_bytes.restype = ctypes.c_int
     return lib
 
 
@@ -263,6 +269,60 @@ def fuse_upsampled_(x: torch.Tensor, small: torch.Tensor, alpha: float, beta: fl
         lib.tdnzoo_fuse_upsampled(x.data_ptr(), small.data_ptr(), n, c, h // 2, w // 2, int(channels_last),
                                   alpha, beta, int(lerp), torch.get_num_threads())
     return x
+
+
+def max_pool3x3s2(x: torch.Tensor) -> torch.Tensor | None:
+    """``F.max_pool2d(x, 3, 2, 1)`` for a contiguous float32 CPU map ``[N, C, H, W]``, NaN included;
+    ``None`` when the kernel is unavailable or ``x`` does not suit it. No gradient."""
+    lib = native_library()
+    if lib is None or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or not x.is_contiguous():
+        return None
+    n, c, h, w = x.shape
+    if h < 1 or w < 1:
+        return None
+    out = x.new_empty((n, c, (h - 1) // 2 + 1, (w - 1) // 2 + 1))
+    with _profiled("tdnzoo::max_pool3x3s2"):
+        lib.tdnzoo_max_pool3x3s2(x.data_ptr(), out.data_ptr(), n * c, h, w, torch.get_num_threads())
+    return out
+
+
+class ByteSnapshot:
+    """A copy of CPU tensors' bytes that :meth:`matches` compares with tensors in one C call.
+
+    For the caches of weights derived from a module (``_fast.derived_from``), checked once per
+    forward: one ``memcmp`` per tensor in C costs a fraction of a ``torch.equal`` call each.
+    """
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        self.copies = [t.detach().clone(memory_format=torch.contiguous_format) for t in tensors]
+        self.layout = [(t.shape, t.dtype, t.device, t.is_contiguous()) for t in tensors]
+        self._index()
+
+    def _index(self) -> None:
+        count = len(self.copies)
+        self._ptrs = (ctypes.c_void_p * count)(*[c.data_ptr() for c in self.copies])
+        self._sizes = (ctypes.c_int64 * count)(*[c.numel() * c.element_size() for c in self.copies])
+        self._cpu_contiguous = all(device.type == "cpu" and contiguous for _, _, device, contiguous in self.layout)
+
+    # copy.deepcopy and pickle (of a model holding a cache): the copies travel, pointers are re-read
+    def __getstate__(self) -> dict:
+        return {"copies": self.copies, "layout": self.layout}
+
+    def __setstate__(self, state: dict) -> None:
+        self.copies, self.layout = state["copies"], state["layout"]
+        self._index()
+
+    def matches(self, tensors: list[torch.Tensor]) -> bool | None:
+        """Whether ``tensors`` hold the snapshot's values byte for byte; ``None`` where this cannot
+        tell (no kernel library, tensors not contiguous on CPU, or of another layout than the
+        snapshot's): the caller then compares values itself."""
+        lib = native_library()
+        if lib is None or not self._cpu_contiguous or len(tensors) != len(self.layout):
+            return None
+        if [(t.shape, t.dtype, t.device, t.is_contiguous()) for t in tensors] != self.layout:
+            return None
+        ptrs = (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+        return bool(lib.tdnzoo_same_bytes(len(tensors), ptrs, self._ptrs, self._sizes))
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:

@@ -650,3 +650,41 @@ void tdnzoo_gate_tconv_backward(const float *go, const float *x, const float *lf
         }
     }
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * 3x3 max-pooling, stride 2, padding 1 (floor mode) on NCHW maps, in inference: the S-TDM stem's.
+ * A NaN in a window wins, as in F.max_pool2d. Per output row the three input rows are first
+ * reduced to one (a contiguous, vectorised loop), then the row's windows are read from it.
+ * PyTorch's NCHW kernel is several times slower; strided torch.maximum calls take four passes.
+ * x: [planes, H, W]; out: [planes, (H - 1) / 2 + 1, (W - 1) / 2 + 1].
+ */
+static inline float nan_max(float m, float v) { return (v > m || v != v) ? v : m; }
+
+void tdnzoo_max_pool3x3s2(const float *x, float *out, int64_t planes, int64_t h, int64_t w, int num_threads) {
+    const int64_t ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1;
+#pragma omp parallel for schedule(static) num_threads(num_threads)
+    for (int64_t p = 0; p < planes; p++) {
+        float rows[w];
+        for (int64_t i = 0; i < ho; i++) {
+            const float *r1 = x + (p * h + 2 * i) * w;
+            const float *r0 = i > 0 ? r1 - w : r1, *r2 = 2 * i + 1 < h ? r1 + w : r1;
+            for (int64_t j = 0; j < w; j++) rows[j] = nan_max(nan_max(r0[j], r1[j]), r2[j]);
+            float *dst = out + (p * ho + i) * wo;
+            dst[0] = w > 1 ? nan_max(rows[0], rows[1]) : rows[0];
+            for (int64_t j = 1; j < wo; j++) {
+                const float m = nan_max(rows[2 * j - 1], rows[2 * j]);
+                dst[j] = 2 * j + 1 < w ? nan_max(m, rows[2 * j + 1]) : m;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* 1 when each of the `count` byte ranges a[i] and b[i], n[i] bytes long, are equal (else 0): the
+   check that cached folded weights still match their module's weights, once per forward */
+int tdnzoo_same_bytes(int64_t count, const void *const *a, const void *const *b, const int64_t *n) {
+    for (int64_t i = 0; i < count; i++)
+        if (a[i] != b[i] && memcmp(a[i], b[i], (size_t)n[i]) != 0) return 0;
+    return 1;
+}
