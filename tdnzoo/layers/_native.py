@@ -11,10 +11,13 @@ and many small ops on it. C kernels do it instead, each pinned to the PyTorch op
   sizes;
 - :func:`pooled_frame_differences`: the S-TDM input, pooling and differencing in one pass;
 - :func:`fuse_upsampled_`: TDN's fusion (nearest 2x upsampling and lerp) in place;
+- :func:`max_pool3x3s2`: the S-TDM stem's 3x3/2 max-pool in one pass;
 - :func:`gate_temporal_conv`, in training: the L-TDM gate and the temporal conv, forward and
-  backward, each in one pass.
+  backward, each in one pass;
+- :class:`ByteSnapshot`: the per-forward check that cached folded weights still match their
+  module's weights, one ``memcmp`` per tensor.
 
-The first four run in inference (no autograd). They are compiled with the machine's C
+The first five run in inference (no autograd). They are compiled with the machine's C
 compiler (``$CC``, else ``cc``) the first time a TDN model runs on CPU, cached under
 ``~/.cache/tdnzoo/kernels`` (or ``$TDNZOO_KERNEL_CACHE``) keyed by source, compiler, flags and
 CPU, and loaded with ctypes: no build step at install time. Without a compiler the PyTorch ops
