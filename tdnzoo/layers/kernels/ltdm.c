@@ -216,44 +216,40 @@ static void product_row(const float *in, int64_t plane_in, int64_t inputs, const
 
 #define INPUT_CHUNK 64 /* input channels per pass of the reduction: their 48-pixel strips stay in L1 */
 
-/* [K, C] @ [C, HW] per frame: b[n] = wr x[n], the reduction's product (its bias is added later) */
-static void reduce_frames(const float *x, const float *wr_packed, float *b, int64_t frames, int64_t channels, int64_t k,
-                          int64_t hw, int num_threads) {
-    const int64_t kblocks = (k + OUT_BLOCK - 1) / OUT_BLOCK, pblocks = (hw + 47) / 48;
+/* [K, C] @ [C, HW] for one frame n and one block pb of 48 pixels: b[n] = wr x[n], the reduction's
+   product (its bias is added later) */
+static void reduce_block(const float *x, const float *wr_packed, float *b, int64_t frames, int64_t channels, int64_t k,
+                         int64_t hw, int64_t n, int64_t pb) {
+    const int64_t kblocks = (k + OUT_BLOCK - 1) / OUT_BLOCK;
     const int64_t off[1] = {0};
-#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
-    for (int64_t n = 0; n < frames; n++)
-        for (int64_t pb = 0; pb < pblocks; pb++) {
-            const int64_t p0 = 48 * pb, len = hw - p0 < 48 ? hw - p0 : 48;
-            for (int64_t c0 = 0; c0 < channels; c0 += INPUT_CHUNK) {
-                const int64_t inputs = channels - c0 < INPUT_CHUNK ? channels - c0 : INPUT_CHUNK;
-                /* past a row of x lie the next rows: whole vectors may be read up to the end of x */
-                const int64_t left = frames * channels * hw - ((n * channels + c0 + inputs - 1) * hw + p0);
-                const int64_t readable = left < 48 ? left : 48;
-                for (int64_t kb = 0; kb < kblocks; kb++) {
-                    const int rows = (int)(k - kb * OUT_BLOCK < OUT_BLOCK ? k - kb * OUT_BLOCK : OUT_BLOCK);
-                    product_row(x + (n * channels + c0) * hw + p0, hw, inputs, off, 1,
-                                wr_packed + (kb * channels + c0) * OUT_BLOCK, NULL, b + (n * k + kb * OUT_BLOCK) * hw + p0,
-                                hw, rows, len, readable, len, c0 > 0);
-                }
-            }
+    const int64_t p0 = 48 * pb, len = hw - p0 < 48 ? hw - p0 : 48;
+    for (int64_t c0 = 0; c0 < channels; c0 += INPUT_CHUNK) {
+        const int64_t inputs = channels - c0 < INPUT_CHUNK ? channels - c0 : INPUT_CHUNK;
+        /* past a row of x lie the next rows: whole vectors may be read up to the end of x */
+        const int64_t left = frames * channels * hw - ((n * channels + c0 + inputs - 1) * hw + p0);
+        const int64_t readable = left < 48 ? left : 48;
+        for (int64_t kb = 0; kb < kblocks; kb++) {
+            const int rows = (int)(k - kb * OUT_BLOCK < OUT_BLOCK ? k - kb * OUT_BLOCK : OUT_BLOCK);
+            product_row(x + (n * channels + c0) * hw + p0, hw, inputs, off, 1, wr_packed + (kb * channels + c0) * OUT_BLOCK,
+                        NULL, b + (n * k + kb * OUT_BLOCK) * hw + p0, hw, rows, len, readable, len, c0 > 0);
         }
+    }
 }
 
-/* acc[q] += sum over taps of w[tap] * in[q + ky * pitch + kx], for q < rows * pitch - 2 (depthwise) */
-static void conv3x3_flat(const float *restrict in, int64_t pitch, int64_t rows, const float *w, float *restrict acc) {
+/* out[q] = sum over taps of w[tap] * in[q + ky * pitch + kx], for q < rows * pitch - 2 (depthwise) */
+static void depthwise3x3_flat(const float *restrict in, int64_t pitch, int64_t rows, const float *w,
+                              float *restrict out) {
     const int64_t len = rows * pitch - 2;
     const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
     const float *r0 = in, *r1 = in + pitch, *r2 = in + 2 * pitch;
     for (int64_t q = 0; q < len; q++)
-        acc[q] += w0 * r0[q] + w1 * r0[q + 1] + w2 * r0[q + 2] + w3 * r1[q] + w4 * r1[q + 1] + w5 * r1[q + 2] +
-                  w6 * r2[q] + w7 * r2[q + 1] + w8 * r2[q + 2];
+        out[q] = w0 * r0[q] + w1 * r0[q + 1] + w2 * r0[q + 2] + w3 * r1[q] + w4 * r1[q + 1] + w5 * r1[q + 2] +
+                 w6 * r2[q] + w7 * r2[q + 1] + w8 * r2[q + 2];
 }
 
-/* src + bias, [rows, cols], into the interior of a zeroed [rows + 2, cols + 2] buffer */
+/* src + bias, [rows, cols], into the interior of a [rows + 2, cols + 2] buffer whose border is zero */
 static void pad_copy(const float *src, float bias, int64_t rows, int64_t cols, float *dst) {
     const int64_t pitch = cols + 2;
-    memset(dst, 0, sizeof(float) * (rows + 2) * pitch);
     for (int64_t y = 0; y < rows; y++)
         for (int64_t x = 0; x < cols; x++) dst[(y + 1) * pitch + 1 + x] = src[y * cols + x] + bias;
 }
@@ -380,7 +376,7 @@ int tdnzoo_ltdm_mixed(const float *x, const float *wr, const float *bb, const fl
                       int64_t channels, int64_t k, int64_t h, int64_t w, int num_threads) {
     const int64_t frames = batch * t_len, hw = h * w, h2 = h / 2, w2 = w / 2;
     const int64_t pitch = w + 2, pitch2 = w2 + 2;
-    const int64_t kblocks = (k + OUT_BLOCK - 1) / OUT_BLOCK, kpad = kblocks * OUT_BLOCK;
+    const int64_t kblocks = (k + OUT_BLOCK - 1) / OUT_BLOCK, kpad = kblocks * OUT_BLOCK, pblocks = (hw + 47) / 48;
     /* conv outputs at q < len (rows * pitch - 2), computed in whole vectors up to q_end */
     const int64_t len = h * pitch - 2, len2 = h2 * pitch2 - 2;
     const int64_t q_end = (len + 15) / 16 * 16, q_end2 = (len2 + 15) / 16 * 16;
@@ -391,76 +387,88 @@ int tdnzoo_ltdm_mixed(const float *x, const float *wr, const float *bb, const fl
     float *wr_packed = pack_weights(wr, k, channels, 1);
     float *wp_packed = pack_weights(wp, k, k, 9), *wf_packed = pack_weights(wf, k, k, 9);
     float *bp_pad = calloc((size_t)kpad, sizeof(float)), *bf_pad = calloc((size_t)kpad, sizeof(float));
-    int failed = !b || !wr_packed || !wp_packed || !wf_packed || !bp_pad || !bf_pad;
-    if (!failed) {
+    const int setup_failed = !b || !wr_packed || !wp_packed || !wf_packed || !bp_pad || !bf_pad;
+    if (!setup_failed) {
         memcpy(bp_pad, bp, sizeof(float) * k);
         memcpy(bf_pad, bf, sizeof(float) * k);
-        reduce_frames(x, wr_packed, b, frames, channels, k, hw, num_threads);
     }
-#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads) reduction(|| : failed)
-    for (int64_t d = 0; d < 2; d++) {
-        for (int64_t n = 0; n < frames; n++) {
-            if (!b || !wr_packed || !wp_packed || !wf_packed || !bp_pad || !bf_pad) continue;
-            /* + 16: whole-vector reads past the last plane's end (into outputs that are dropped) */
-            float *padded = calloc((size_t)(k * plane + 16), sizeof(float));        /* diff, zero-bordered */
-            float *pooled_in = calloc((size_t)(k * plane2 + 16), sizeof(float));    /* 2x2 sums, zero-bordered */
-            float *pooled = malloc(sizeof(float) * kpad * q_end2);                  /* conv_pooled output */
-            float *full = malloc(sizeof(float) * kpad * q_end);                     /* conv_full output */
-            float *scratch = malloc(sizeof(float) * plane);                         /* one padded channel */
-            float *out = mixed + (d * frames + n) * (k + 1) * hw;
-            if (!padded || !pooled_in || !pooled || !full || !scratch) {
-                free(padded), free(pooled_in), free(pooled), free(full), free(scratch);
-                failed = 1;
-                continue;
-            }
-            const int64_t t = n % t_len;
-            const int open_end = d == 0 ? t == t_len - 1 : t == 0;
-            const float *cur = b + n * k * hw, *other = open_end ? cur : b + (d == 0 ? n + 1 : n - 1) * k * hw;
-            /* diff, straight into the zero-bordered buffer */
-            for (int64_t c = 0; c < k && !open_end; c++) {
-                pad_copy(other + c * hw, bb[c], h, w, scratch);
-                float *dst = padded + c * plane;
-                float *nb = dst + pitch + 1; /* conv_neighbor(other) accumulates at the interior */
-                conv3x3_flat(scratch, pitch, h, wn + 9 * c, nb);
-                for (int64_t y = 0; y < h; y++) {
-                    float *row = dst + (y + 1) * pitch + 1;
-                    const float *cur_row = cur + c * hw + y * w;
-                    for (int64_t x = 0; x < w; x++) row[x] -= cur_row[x] + bb[c];
-                    row[w] = 0.0f, row[w + 1] = 0.0f; /* the dropped columns: back to zero border */
+    int failed = setup_failed;
+    /* One parallel region: the reduction for every frame, then (after the loop's barrier) the
+       mixed maps per (direction, frame). Scratch is per thread, its zero borders written once.
+       (Inside, `failed` is each thread's own, OR-ed into the one above at the end.) */
+#pragma omp parallel num_threads(num_threads) reduction(|| : failed)
+    {
+        /* + 16: whole-vector reads past the last plane's end (into outputs that are dropped) */
+        float *padded = calloc((size_t)(k * plane + 16), sizeof(float));     /* diff, zero-bordered */
+        float *pooled_in = calloc((size_t)(k * plane2 + 16), sizeof(float)); /* 2x2 sums, zero-bordered */
+        float *pooled = malloc(sizeof(float) * kpad * q_end2);               /* conv_pooled output */
+        float *full = malloc(sizeof(float) * kpad * q_end);                  /* conv_full output */
+        float *scratch = calloc((size_t)plane, sizeof(float));               /* one padded channel */
+        const int ok = !setup_failed && padded && pooled_in && pooled && full && scratch;
+        failed = !ok;
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t n = 0; n < frames; n++)
+            for (int64_t pb = 0; pb < pblocks; pb++)
+                if (ok) reduce_block(x, wr_packed, b, frames, channels, k, hw, n, pb);
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t d = 0; d < 2; d++) {
+            for (int64_t n = 0; n < frames; n++) {
+                if (!ok) continue;
+                float *out = mixed + (d * frames + n) * (k + 1) * hw;
+                const int64_t t = n % t_len;
+                const int open_end = d == 0 ? t == t_len - 1 : t == 0;
+                const float *cur = b + n * k * hw, *other = open_end ? cur : b + (d == 0 ? n + 1 : n - 1) * k * hw;
+                /* diff, straight into the zero-bordered buffer; all zero at an open end */
+                if (open_end) memset(padded, 0, sizeof(float) * k * plane);
+                for (int64_t c = 0; c < k && !open_end; c++) {
+                    pad_copy(other + c * hw, bb[c], h, w, scratch);
+                    float *dst = padded + c * plane;
+                    /* conv_neighbor(other) at the interior; it also writes the border cells between
+                       rows, zeroed again below (the others stay zero from calloc) */
+                    depthwise3x3_flat(scratch, pitch, h, wn + 9 * c, dst + pitch + 1);
+                    for (int64_t y = 0; y < h; y++) {
+                        float *row = dst + (y + 1) * pitch + 1;
+                        const float *cur_row = cur + c * hw + y * w;
+                        for (int64_t i = 0; i < w; i++) row[i] -= cur_row[i] + bb[c];
+                        row[w] = 0.0f, row[w + 1] = 0.0f; /* the dropped columns: back to zero border */
+                    }
                 }
-            }
-            /* 2x2 sums (floor mode), zero-bordered */
-            for (int64_t c = 0; c < k; c++)
-                for (int64_t y = 0; y < h2; y++) {
-                    const float *r0 = padded + c * plane + (2 * y + 1) * pitch + 1, *r1 = r0 + pitch;
-                    float *dst = pooled_in + c * plane2 + (y + 1) * pitch2 + 1;
-                    for (int64_t x = 0; x < w2; x++) dst[x] = (r0[2 * x] + r1[2 * x]) + (r0[2 * x + 1] + r1[2 * x + 1]);
+                /* 2x2 sums (floor mode) into the interior of the zero-bordered buffer */
+                for (int64_t c = 0; c < k; c++)
+                    for (int64_t y = 0; y < h2; y++) {
+                        const float *r0 = padded + c * plane + (2 * y + 1) * pitch + 1, *r1 = r0 + pitch;
+                        float *dst = pooled_in + c * plane2 + (y + 1) * pitch2 + 1;
+                        for (int64_t i = 0; i < w2; i++)
+                            dst[i] = (r0[2 * i] + r1[2 * i]) + (r0[2 * i + 1] + r1[2 * i + 1]);
+                    }
+                /* the two 3x3 convolutions, 8 output channels at a time; reads may run 16 past a plane */
+                for (int64_t ob = 0; ob < kblocks; ob++) {
+                    const int rows = (int)(k - ob * OUT_BLOCK < OUT_BLOCK ? k - ob * OUT_BLOCK : OUT_BLOCK);
+                    product_row(pooled_in, plane2, k, off2, 9, wp_packed + ob * k * 9 * OUT_BLOCK,
+                                bp_pad + ob * OUT_BLOCK, pooled + ob * OUT_BLOCK * q_end2, q_end2, rows, len2, q_end2,
+                                q_end2, 0);
+                    product_row(padded, plane, k, off, 9, wf_packed + ob * k * 9 * OUT_BLOCK, bf_pad + ob * OUT_BLOCK,
+                                full + ob * OUT_BLOCK * q_end, q_end, rows, len, q_end, q_end, 0);
                 }
-            /* the two 3x3 convolutions, 8 output channels at a time; reads may run 16 past a plane */
-            for (int64_t ob = 0; ob < kblocks; ob++) {
-                const int rows = (int)(k - ob * OUT_BLOCK < OUT_BLOCK ? k - ob * OUT_BLOCK : OUT_BLOCK);
-                product_row(pooled_in, plane2, k, off2, 9, wp_packed + ob * k * 9 * OUT_BLOCK, bp_pad + ob * OUT_BLOCK,
-                            pooled + ob * OUT_BLOCK * q_end2, q_end2, rows, len2, q_end2, q_end2, 0);
-                product_row(padded, plane, k, off, 9, wf_packed + ob * k * 9 * OUT_BLOCK, bf_pad + ob * OUT_BLOCK,
-                            full + ob * OUT_BLOCK * q_end, q_end, rows, len, q_end, q_end, 0);
-            }
-            for (int64_t o = 0; o < k; o++) {
-                const float *acc = full + o * q_end;
-                const float *diff = padded + o * plane + pitch + 1;
-                const float *p = pooled + o * q_end2;
-                for (int64_t y = 0; y < h; y++) {
-                    const float *prow = p + nearest_index(y, h2, h) * pitch2;
-                    float *dst = out + o * hw + y * w;
-                    if (2 * h2 == h && 2 * w2 == w)
-                        for (int64_t x = 0; x < w; x++) dst[x] = (acc[y * pitch + x] + diff[y * pitch + x]) + prow[x / 2];
-                    else
-                        for (int64_t x = 0; x < w; x++)
-                            dst[x] = (acc[y * pitch + x] + diff[y * pitch + x]) + prow[nearest_index(x, w2, w)];
+                for (int64_t o = 0; o < k; o++) {
+                    const float *acc = full + o * q_end;
+                    const float *diff = padded + o * plane + pitch + 1;
+                    const float *p = pooled + o * q_end2;
+                    for (int64_t y = 0; y < h; y++) {
+                        const float *prow = p + nearest_index(y, h2, h) * pitch2;
+                        float *dst = out + o * hw + y * w;
+                        if (2 * h2 == h && 2 * w2 == w)
+                            for (int64_t i = 0; i < w; i++)
+                                dst[i] = (acc[y * pitch + i] + diff[y * pitch + i]) + prow[i / 2];
+                        else
+                            for (int64_t i = 0; i < w; i++)
+                                dst[i] = (acc[y * pitch + i] + diff[y * pitch + i]) + prow[nearest_index(i, w2, w)];
+                    }
                 }
+                for (int64_t q = 0; q < hw; q++) out[k * hw + q] = 1.0f;
             }
-            for (int64_t q = 0; q < hw; q++) out[k * hw + q] = 1.0f;
-            free(padded), free(pooled_in), free(pooled), free(full), free(scratch);
         }
+        free(padded), free(pooled_in), free(pooled), free(full), free(scratch);
     }
     free(b), free(wr_packed), free(wp_packed), free(wf_packed), free(bp_pad), free(bf_pad);
     return failed ? -1 : 0;
