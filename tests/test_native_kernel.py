@@ -163,6 +163,42 @@ def test_max_pool_kernel_is_max_pool2d(shape):
 
 
 @needs_compiler
+def test_fusing_relu_fuses_in_its_own_pass_only_when_asked():
+    """Inside fusion_in_activation: relu then TDN's fusion, bit for bit, in one kernel call. Outside
+    it, in another thread, under autograd or on a layout the kernel does not take: a plain ReLU."""
+    import threading
+
+    from tdnzoo.layers import FusingReLU, fusion_in_activation
+
+    g = torch.Generator().manual_seed(9)
+    x, small = torch.randn(2, 16, 6, 10, generator=g), torch.randn(2, 16, 3, 5, generator=g)
+    expected = fuse_difference(torch.relu(x), small, 0.5, 0.5)
+    relu = FusingReLU()
+    with torch.inference_mode():
+        with fusion_in_activation(small, 0.5, 0.5) as pending:
+            other = x.clone()
+            seen = threading.Thread(target=lambda: relu(other))  # a thread of its own: no fusion there
+            seen.start(), seen.join()
+            torch.testing.assert_close(other, torch.relu(x), rtol=0, atol=0)
+            assert not pending.done
+            mine = x.clone()
+            assert relu(mine) is mine and pending.done
+            again = x.clone()
+            relu(again)  # the fusion happens once
+        torch.testing.assert_close(mine, expected, rtol=0, atol=0)
+        torch.testing.assert_close(again, torch.relu(x), rtol=0, atol=0)
+        with fusion_in_activation(small, 0.5, 0.5) as pending:
+            cl = relu(x.contiguous(memory_format=torch.channels_last))  # not the kernel's layout
+        assert not pending.done
+        torch.testing.assert_close(cl, torch.relu(x), rtol=0, atol=0)
+    leaf = x.clone().requires_grad_()
+    with fusion_in_activation(small, 0.5, 0.5) as pending:
+        out = relu(leaf * 1.0)  # autograd records it: a plain ReLU
+    assert not pending.done
+    torch.testing.assert_close(out, torch.relu(x), rtol=0, atol=0)
+
+
+@needs_compiler
 def test_whole_tdn_model_matches_torch_ops(kernel_calls, monkeypatch):
     torch.manual_seed(0)
     model = _trained_looking(tdnzoo.create_model("tdn_test_resnet", num_segments=4, num_classes=5))

@@ -2,9 +2,18 @@
 from ._fast import reference_ops
 from .consensus import SegmentConsensus
 from .shift import TemporalConv, TemporalShift, shift_kernel
-from .tdm import LongTermStack, LongTermTDM, ShortTermTDM, frame_differences, fuse_difference
+from .tdm import (
+    FusingReLU,
+    LongTermStack,
+    LongTermTDM,
+    ShortTermTDM,
+    frame_differences,
+    fuse_difference,
+    fusion_in_activation,
+)
 
 __all__ = [
+    "FusingReLU",
     "LongTermStack",
     "LongTermTDM",
     "SegmentConsensus",
@@ -13,6 +22,7 @@ __all__ = [
     "TemporalShift",
     "frame_differences",
     "fuse_difference",
+    "fusion_in_activation",
     "reference_ops",
     "shift_kernel",
 ]

@@ -134,7 +134,7 @@ def _load(cache_override: str | None, xdg_cache_home: str | None, compiler: str)
     lib.tdnzoo_pooled_frame_differences.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4 + [ctypes.c_int]
     lib.tdnzoo_pooled_frame_differences.restype = None
     lib.tdnzoo_fuse_upsampled.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int64] * 4
-                                          + [ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int])
+                                          + [ctypes.c_int, ctypes.c_float, ctypes.c_float] + [ctypes.c_int] * 3)
     lib.tdnzoo_fuse_upsampled.restype = None
     lib.tdnzoo_gate_tconv_forward.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 4 + [ctypes.c_int]
     lib.tdnzoo_gate_tconv_forward.restype = None
@@ -250,11 +250,14 @@ def pooled_frame_differences(frames: torch.Tensor, frames_per_segment: int) -> t
     return out
 
 
-def fuse_upsampled_(x: torch.Tensor, small: torch.Tensor, alpha: float, beta: float) -> torch.Tensor | None:
+def fuse_upsampled_(
+    x: torch.Tensor, small: torch.Tensor, alpha: float, beta: float, *, relu: bool = False
+) -> torch.Tensor | None:
     """``x = alpha * x + beta * up(small)`` in place, ``up`` nearest 2x (TDN's fusion); see the C source.
 
-    ``x`` ``[N, C, 2h, 2w]`` contiguous, ``small`` ``[N, C, h, w]`` contiguous or channels_last;
-    float32 CPU. Returns ``x``, or ``None`` (``x`` untouched) when the kernel does not apply.
+    With ``relu``, ``x`` is first replaced by ``relu(x)`` in the same pass. ``x`` ``[N, C, 2h, 2w]``
+    contiguous, ``small`` ``[N, C, h, w]`` contiguous or channels_last; float32 CPU. Returns ``x``,
+    or ``None`` (``x`` untouched) when the kernel does not apply.
     """
     lib = native_library()
     if lib is None or x.dim() != 4 or small.dim() != 4 or not x.is_contiguous():
@@ -270,7 +273,7 @@ def fuse_upsampled_(x: torch.Tensor, small: torch.Tensor, alpha: float, beta: fl
     lerp = alpha + beta == 1.0 and alpha != 1.0
     with _profiled("tdnzoo::fuse_upsampled"):
         lib.tdnzoo_fuse_upsampled(x.data_ptr(), small.data_ptr(), n, c, h // 2, w // 2, int(channels_last),
-                                  alpha, beta, int(lerp), torch.get_num_threads())
+                                  alpha, beta, int(lerp), int(relu), torch.get_num_threads())
     return x
 
 

@@ -6,6 +6,10 @@ differences share their weights), which changes no output.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +39,15 @@ from ._native import (
 )
 from .shift import TemporalConv, _split_time
 
-__all__ = ["LongTermStack", "LongTermTDM", "ShortTermTDM", "frame_differences", "fuse_difference"]
+__all__ = [
+    "FusingReLU",
+    "LongTermStack",
+    "LongTermTDM",
+    "ShortTermTDM",
+    "frame_differences",
+    "fuse_difference",
+    "fusion_in_activation",
+]
 
 
 def _reduce(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -433,6 +445,61 @@ def fuse_difference(
     else:
         out = torch.add(x * alpha, diff, alpha=beta)
     return out.view(shape)
+
+
+class _PendingFusion:
+    """A fusion that :class:`FusingReLU` may apply: ``fuse_difference(relu(x), small, alpha, beta)``."""
+
+    __slots__ = ("small", "alpha", "beta", "done")
+
+    def __init__(self, small: torch.Tensor, alpha: float, beta: float) -> None:
+        self.small, self.alpha, self.beta, self.done = small, alpha, beta, False
+
+
+# Per thread (and task): a model running in two threads at once keeps its fusions apart.
+_PENDING_FUSION: contextvars.ContextVar[_PendingFusion | None] = contextvars.ContextVar(
+    "tdnzoo_pending_fusion", default=None
+)
+
+
+@contextlib.contextmanager
+def fusion_in_activation(small: torch.Tensor, alpha: float, beta: float) -> Iterator[_PendingFusion]:
+    """Within this block, the first :class:`FusingReLU` called fuses ``small`` into its output.
+
+    TDN fuses the S-TDM stage into the RGB stream right after the first stage, whose last op is
+    a ReLU: done there, the fusion rides on the ReLU's pass over the map instead of making one
+    more. The yielded object's ``done`` says whether it happened (it does not when the C kernels
+    do not apply: the caller then fuses as usual).
+    """
+    pending = _PendingFusion(small, alpha, beta)
+    token = _PENDING_FUSION.set(pending)
+    try:
+        yield pending
+    finally:
+        _PENDING_FUSION.reset(token)
+
+
+class FusingReLU(nn.ReLU):
+    """``nn.ReLU(inplace=True)`` that applies a pending TDN fusion in the same pass.
+
+    TDN models put it at the end of the backbone's first stage (see
+    :func:`tdnzoo.models.temporalize`); inside :func:`fusion_in_activation`, in eager CPU inference
+    with the C kernels, it returns ``fuse_difference(relu(x), ...)`` in one pass. Everywhere else,
+    and under tracing and ``torch.compile``, it is a plain in-place ReLU. No parameters: state
+    dicts are unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
+            pending = _PENDING_FUSION.get()
+            if pending is not None and not pending.done and eager_inference(x, pending.small):
+                if fuse_upsampled_(x, pending.small, pending.alpha, pending.beta, relu=True) is not None:
+                    pending.done = True
+                    return x
+        return super().forward(x)
 
 
 class ShortTermTDM(nn.Module):

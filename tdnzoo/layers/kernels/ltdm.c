@@ -512,13 +512,18 @@ void tdnzoo_pooled_frame_differences(const float *frames, float *out, int64_t n,
  * lerp's own formula. x: [N, C, H, W] with H = 2 H2, W = 2 W2; d: [N, C, H2, W2], or
  * channels-last [N, H2, W2, C] when d_channels_last (the S-TDM stage's own layout; reading it
  * here saves converting it). PyTorch materialises the upsampled map, or half of it, first.
+ * With relu, x is first replaced by relu(x): the fusion then rides on the pass of the ReLU that
+ * ends the stage before it (see FusingReLU in tdm.py), one full-size pass fewer.
  */
 /* row pair [2, W] <- fused with the upsampled source row src [W / 2] */
-static void fuse_rows(float *row0, float *row1, const float *src, int64_t w, float alpha, float beta, int lerp) {
+static void fuse_rows(float *row0, float *row1, const float *src, int64_t w, float alpha, float beta, int lerp,
+                      int relu) {
     float up[w];
     for (int64_t k = 0; k < w / 2; k++) up[2 * k] = up[2 * k + 1] = src[k];
     for (int r = 0; r < 2; r++) {
         float *row = r ? row1 : row0;
+        if (relu) /* torch.relu's values, a NaN included (the comparison is false) */
+            for (int64_t i = 0; i < w; i++) row[i] = row[i] < 0.0f ? 0.0f : row[i];
         if (!lerp)
             for (int64_t i = 0; i < w; i++) row[i] = row[i] * alpha + beta * up[i];
         else if (beta < 0.5f)
@@ -529,7 +534,7 @@ static void fuse_rows(float *row0, float *row1, const float *src, int64_t w, flo
 }
 
 void tdnzoo_fuse_upsampled(float *x, const float *d, int64_t n, int64_t c, int64_t h2, int64_t w2,
-                           int d_channels_last, float alpha, float beta, int lerp, int num_threads) {
+                           int d_channels_last, float alpha, float beta, int lerp, int relu, int num_threads) {
     const int64_t h = 2 * h2, w = 2 * w2;
     if (!d_channels_last) {
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads)
@@ -537,7 +542,7 @@ void tdnzoo_fuse_upsampled(float *x, const float *d, int64_t n, int64_t c, int64
             for (int64_t ch = 0; ch < c; ch++)
                 for (int64_t y2 = 0; y2 < h2; y2++) {
                     float *row = x + ((i * c + ch) * h + 2 * y2) * w;
-                    fuse_rows(row, row + w, d + ((i * c + ch) * h2 + y2) * w2, w, alpha, beta, lerp);
+                    fuse_rows(row, row + w, d + ((i * c + ch) * h2 + y2) * w2, w, alpha, beta, lerp, relu);
                 }
         return;
     }
@@ -555,7 +560,7 @@ void tdnzoo_fuse_upsampled(float *x, const float *d, int64_t n, int64_t c, int64
                     for (int64_t j = 0; j < nc; j++) src[j][k] = line[k * c + j];
                 for (int64_t j = 0; j < nc; j++) {
                     float *row = x + ((i * c + c0 + j) * h + 2 * y2) * w;
-                    fuse_rows(row, row + w, src[j], w, alpha, beta, lerp);
+                    fuse_rows(row, row + w, src[j], w, alpha, beta, lerp, relu);
                 }
             }
         }
