@@ -256,7 +256,9 @@ def temporalize(
     """Turn a timm 2D CNN into a TSN, TSM or TDN video classifier.
 
     Stages are numbered as in the papers: stage ``k`` outputs at reduction ``2**k`` (stage 2 is
-    ResNet's ``layer1``). Defaults are the official ones.
+    ResNet's ``layer1``). Defaults are the official ones. For TDN on timm's ResNet blocks, the
+    in-place ReLU ending the first stage becomes a :class:`~tdnzoo.layers.FusingReLU` (the same
+    function, no state), so that CPU inference fuses the S-TDM stage in that ReLU's pass.
 
     Args:
         backbone: a timm model name or instance (modified in place when an instance).
