@@ -21,6 +21,26 @@ def test_timing_is_round_robin_after_warmup():
     assert [len(t.samples) for t in timings] == [3, 3] and timings[0].median >= 0
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no page-fault counts on Windows")
+def test_timing_counts_the_page_faults_of_each_call():
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    size = 256 * 4096
+
+    def fresh_pages():  # 256 pages the kernel has to hand out on first write
+        block = libc.mmap(None, size, 3, 0x22, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+        libc.memset(block, 1, size)
+        libc.munmap(block, size)
+
+    fresh, quiet = time_interleaved([fresh_pages, lambda: None], rounds=3, warmup=0)
+    assert min(fresh.faults) >= 256 and max(quiet.faults) < 16
+
+
 def test_peak_memory_counts_live_tensors():
     def work():
         a = torch.ones(1024, 1024)  # 4 MiB
@@ -46,9 +66,10 @@ def test_tiny_report_has_every_file_and_ratios(tmp_path):
     assert tdn["gflops_ratio"] > 1.0 and tdn["peak_memory_mb"] > 0
     assert data["machine"]["torch"] == torch.__version__ and data["settings"]["size"] == 64
     assert data["settings"]["fixed_malloc"] is True
+    assert tdn["latency_page_faults"] >= 0 and len(tdn["train_step_page_faults_samples"]) == 1
     md = paths["markdown"].read_text()
     assert "| tdn_test_resnet |" in md and "Machine:" in md and "--official-tdn" in md
-    assert data["machine"]["malloc"] in md
+    assert data["machine"]["malloc"] in md and "Minor page faults per latency call / training step" in md
     if GLIBC:
         assert data["machine"]["malloc"].startswith("glibc malloc thresholds fixed (mmap 32 MiB")
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -169,6 +190,7 @@ def test_breakdown_times_the_parts_of_a_tdn_model(capsys):
     assert len(result.ltdm_ops) == 4 and all(ms >= 0 for _, ms in result.ltdm_ops)  # top 3 + the rest
     assert any(op.startswith("aten::") for op, _ in result.ltdm_ops)
     assert "| S-TDM branch | - |" in result.table() and result.settings["malloc"] in result.table()
+    assert any("FusingReLU" in note for note in result.notes) and "Note: " in result.table()
     assert main(["bench", "breakdown", "--backbone", "test_resnet", "--num-segments", "2", "--size", "64",
                  "--rounds", "1"]) == 0
     assert "L-TDM + temporal conv inserts" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import LongTermStack, ShortTermTDM
+from ..layers import FusingReLU, LongTermStack, ShortTermTDM
 from ..models import create_model
 from ..models import video as _video
 from .allocator import fix_malloc_thresholds
@@ -34,6 +34,7 @@ class Breakdown:
     settings: dict[str, Any]
     parts: dict[str, dict[str, float | None]] = field(default_factory=dict)
     ltdm_ops: list[tuple[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         s = self.settings
@@ -47,6 +48,7 @@ class Breakdown:
         for name, row in self.parts.items():
             tsn = "-" if row["tsn"] is None else f"{row['tsn']:.1f}"
             lines.append(f"| {name} | {tsn} | {row['tdn']:.1f} |")
+        lines += [""] + [f"Note: {note}" for note in self.notes] if self.notes else []
         lines += ["", "Inside the L-TDM + temporal-conv inserts, run alone (torch.profiler self time):", "",
                   "| operator | ms per clip |", "| --- | ---: |"]
         lines += [f"| {op} | {ms:.2f} |" for op, ms in self.ltdm_ops]
@@ -142,6 +144,11 @@ def time_breakdown(
         result.parts[name] = {"tsn": None, "tdn": ms(name)}
     result.parts["rest (backbone, head)"] = {"tsn": ms("tsn"), "tdn": ms("rest")}
     result.ltdm_ops = _insert_operators(tdn, x_tdn, inserts, rounds=max(1, rounds // 2), top=top)
+    if any(isinstance(m, FusingReLU) for m in tdn.modules()):
+        result.notes.append(
+            "the fusion after the first stage runs inside that stage's last ReLU (FusingReLU), in the "
+            "same pass: its cost is in the rest row, the S-TDM fusion row is the fusion after the stem"
+        )
     return result
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -186,11 +187,15 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
 
 
 def _store_timings(rows: list[dict[str, Any]], timings: list[Timing], key: str) -> None:
-    """``{key}_ms`` (median), ``{key}_spread_ms`` (IQR) and every round, ``{key}_samples_ms``."""
+    """``{key}_ms`` (median), ``{key}_spread_ms`` (IQR) and every round, ``{key}_samples_ms``; and
+    where counted the page faults per call, ``{key}_page_faults`` (median) and every round."""
     for row, t in zip(rows, timings):
         row[f"{key}_ms"] = t.median * 1e3
         row[f"{key}_spread_ms"] = t.spread * 1e3
         row[f"{key}_samples_ms"] = [v * 1e3 for v in t.samples]
+        if t.faults is not None:
+            row[f"{key}_page_faults"] = statistics.median(t.faults)
+            row[f"{key}_page_faults_samples"] = list(t.faults)
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -242,6 +247,14 @@ def markdown_table(result: SpeedResult) -> str:
             f"{_fmt(r.get('peak_memory_mb'), '.0f')} | {_fmt(r.get('gflops_ratio'), '.3f')} | "
             f"{_fmt(r.get('latency_ratio'), '.3f')} | {_fmt(r.get('train_ratio'), '.3f')} |"
         )
+    faults = [
+        f"{r['model']} {r['latency_page_faults']:.0f}"
+        + (f" / {r['train_step_page_faults']:.0f}" if "train_step_page_faults" in r else "")
+        for r in result.rows if "latency_page_faults" in r
+    ]
+    if faults:
+        what = "latency call / training step" if any("train_step_page_faults" in r for r in result.rows) else "latency call"
+        lines += ["", f"Minor page faults per {what}, median: " + "; ".join(faults) + "."]
     m = result.machine
     lines += ["", f"Machine: {m['cpu']}, {m['cpu_count']} cores ({m['torch_threads']} torch threads), "
               f"{m.get('gpu', 'no GPU used')}; torch {m['torch']}, timm {m['timm']}, tdnzoo {m['tdnzoo']}, "

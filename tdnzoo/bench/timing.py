@@ -13,9 +13,14 @@ __all__ = ["Timing", "paired_ratio", "time_interleaved"]
 
 @dataclass
 class Timing:
-    """Seconds per call over the measured rounds."""
+    """Seconds per call over the measured rounds, and the page faults of each call.
+
+    ``faults``: minor page faults of the process during each call (fresh pages the kernel had to
+    hand out, each costing microseconds), where the platform counts them (not on Windows).
+    """
 
     samples: list[float]
+    faults: list[int] | None = None
 
     @property
     def median(self) -> float:
@@ -28,6 +33,14 @@ class Timing:
             return max(self.samples) - min(self.samples)
         q = statistics.quantiles(self.samples, n=4)
         return q[2] - q[0]
+
+
+def _minor_faults() -> int | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _sync(device: str) -> None:
@@ -45,7 +58,8 @@ def time_interleaved(
 ) -> list[Timing]:
     """Time each function ``rounds`` times, interleaved (round-robin), after ``warmup`` calls each.
 
-    The device is synchronised around every call; ``progress(n)`` is told of each finished call.
+    The device is synchronised around every call, whose page faults are counted too (see
+    :class:`Timing`); ``progress(n)`` is told of each finished call.
     """
     for fn in fns:
         for _ in range(warmup):
@@ -54,16 +68,21 @@ def time_interleaved(
                 progress(1)
     _sync(device)
     samples: list[list[float]] = [[] for _ in fns]
+    faults: list[list[int]] = [[] for _ in fns]
     for _ in range(rounds):
         for i, fn in enumerate(fns):
             _sync(device)
+            before = _minor_faults()
             start = time.perf_counter()
             fn()
             _sync(device)
             samples[i].append(time.perf_counter() - start)
+            after = _minor_faults()
+            if before is not None and after is not None:
+                faults[i].append(after - before)
             if progress:
                 progress(1)
-    return [Timing(s) for s in samples]
+    return [Timing(s, f if len(f) == len(s) else None) for s, f in zip(samples, faults)]
 
 
 def paired_ratio(samples: list[float] | None, base: list[float] | None, *, fallback: float) -> float:
