@@ -55,13 +55,15 @@ KERNELS = ("ltdm_gate", "ltdm_mixed", "fuse_upsampled_", "pooled_frame_differenc
 def kernel_calls(monkeypatch):
     """Per kernel entry point that tdm.py calls: for each call, whether the kernel ran (``True``)
     or declined (``False``), so a test knows the path it checks was taken."""
-    calls = {name: [] for name in KERNELS}
+    calls = {name: [] for name in (*KERNELS, "fuse_upsampled_ after relu")}
     for name in KERNELS:
         inner = getattr(tdm_module, name)
 
         def counted(*args, _name=name, _inner=inner, **kwargs):
             out = _inner(*args, **kwargs)
             calls[_name].append(out is not None)
+            if _name == "fuse_upsampled_":  # which fusions rode on a ReLU's pass (FusingReLU)
+                calls["fuse_upsampled_ after relu"].append(kwargs.get("relu", False))
             return out
 
         monkeypatch.setattr(tdm_module, name, counted)
@@ -206,6 +208,7 @@ def test_whole_tdn_model_matches_torch_ops(kernel_calls, monkeypatch):
     with torch_threads(2), torch.inference_mode():
         fused = model(clip)
     assert kernel_calls["pooled_frame_differences"] == [True] and kernel_calls["fuse_upsampled_"] == [True, True]
+    assert kernel_calls["fuse_upsampled_ after relu"] == [False, True]  # after the stem; in the stage's last ReLU
     blocks = sum(isinstance(m, LongTermStack) for m in model.modules())
     assert kernel_calls["ltdm_gate"] == kernel_calls["ltdm_mixed"] == [True] * blocks and blocks > 0
     torch.testing.assert_close(fused, _torch_ops(model, clip, monkeypatch), rtol=1e-5, atol=1e-5)

@@ -26,6 +26,9 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 
 static inline v16 splat(float a) { return (v16){} + a; }
 
+/* mask ? a : b, lane-wise */
+static inline v16 where(v16i mask, v16 a, v16 b) { return (v16)((mask & (v16i)a) | (~mask & (v16i)b)); }
+
 #ifdef __AVX512F__
 #include <immintrin.h>
 /* min(limit, x), max(limit, x): x86 returns the second operand when one is NaN, so a NaN survives */
@@ -34,8 +37,6 @@ static inline v16 clamp_below(v16 x, float limit) { return (v16)_mm512_max_ps(_m
 /* p * 2^n, n integral */
 static inline v16 scale_pow2(v16 p, v16 n) { return (v16)_mm512_scalef_ps((__m512)p, (__m512)n); }
 #else
-/* mask ? a : b, lane-wise */
-static inline v16 where(v16i mask, v16 a, v16 b) { return (v16)((mask & (v16i)a) | (~mask & (v16i)b)); }
 /* comparisons with NaN are false, so a NaN survives */
 static inline v16 clamp_above(v16 x, float limit) { return where(x > limit, splat(limit), x); }
 static inline v16 clamp_below(v16 x, float limit) { return where(x < limit, splat(limit), x); }
@@ -67,29 +68,39 @@ static inline v16 vexp(v16 x) { return vexp_within(x, 88.3762626647949f); }
 
 static inline v16 vsigmoid(v16 z) { return 1.0f / (1.0f + vexp(-z)); }
 
-/* the n <= PIXELS floats at src as two v16, zero padded */
-static inline void load_block(v16 *lo, v16 *hi, const float *src, int64_t n) {
-    if (n == PIXELS) {
-        memcpy(lo, src, sizeof *lo);
-        memcpy(hi, src + 16, sizeof *hi);
-        return;
+/* the first n floats at src (all 16 when n >= 16) as a v16, zero padded; n <= 0 gives zeros */
+static inline v16 load_partial(const float *src, int64_t n) {
+    v16 v;
+    if (n >= 16) {
+        memcpy(&v, src, sizeof v);
+        return v;
     }
-    float tmp[PIXELS] = {0};
-    memcpy(tmp, src, sizeof(float) * n);
-    memcpy(lo, tmp, sizeof *lo);
-    memcpy(hi, tmp + 16, sizeof *hi);
+    float tmp[16] = {0};
+    for (int64_t i = 0; i < n; i++) tmp[i] = src[i]; /* n < 16 here */
+    memcpy(&v, tmp, sizeof v);
+    return v;
+}
+
+/* the first n lanes of v to dst (all 16 when n >= 16; none when n <= 0) */
+static inline void store_partial(float *dst, v16 v, int64_t n) {
+    if (n >= 16) {
+        memcpy(dst, &v, sizeof v);
+    } else if (n > 0) {
+        float tmp[16];
+        memcpy(tmp, &v, sizeof tmp);
+        memcpy(dst, tmp, sizeof(float) * n);
+    }
+}
+
+/* the training kernels' blocks of n <= PIXELS floats, as two v16 */
+static inline void load_block(v16 *lo, v16 *hi, const float *src, int64_t n) {
+    *lo = load_partial(src, n);
+    *hi = load_partial(src + 16, n - 16);
 }
 
 static inline void store_block(float *dst, v16 lo, v16 hi, int64_t n) {
-    if (n == PIXELS) {
-        memcpy(dst, &lo, sizeof lo);
-        memcpy(dst + 16, &hi, sizeof hi);
-        return;
-    }
-    float tmp[PIXELS];
-    memcpy(tmp, &lo, sizeof lo);
-    memcpy(tmp + 16, &hi, sizeof hi);
-    memcpy(dst, tmp, sizeof(float) * n);
+    store_partial(dst, lo, n);
+    store_partial(dst + 16, hi, n - 16);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -123,24 +134,6 @@ static float *pack_weights(const float *w, int64_t k, int64_t c, int taps) {
             for (int t = 0; t < taps; t++)
                 packed[(((o / OUT_BLOCK) * c + i) * taps + t) * OUT_BLOCK + o % OUT_BLOCK] = w[(o * c + i) * taps + t];
     return packed;
-}
-
-static inline v16 load_partial(const float *src, int64_t n) {
-    float tmp[16] = {0};
-    memcpy(tmp, src, sizeof(float) * (n < 16 ? n : 16));
-    v16 v;
-    memcpy(&v, tmp, sizeof v);
-    return v;
-}
-
-static inline void store_partial(float *dst, v16 v, int64_t n) {
-    if (n >= 16) {
-        memcpy(dst, &v, sizeof v);
-    } else if (n > 0) {
-        float tmp[16];
-        memcpy(tmp, &v, sizeof tmp);
-        memcpy(dst, tmp, sizeof(float) * n);
-    }
 }
 
 /*
@@ -675,15 +668,12 @@ void tdnzoo_gate_tconv_backward(const float *go, const float *x, const float *lf
  * 3x3 max-pooling, stride 2, padding 1 (floor mode) on NCHW maps, in inference: the S-TDM stem's.
  * A NaN in a window wins, as in F.max_pool2d. Per output row the three input rows are reduced
  * to one, then the 3-wide maxima at every column of it, both contiguous vector loops with -inf
- * padding; the output takes every other column. PyTorch's NCHW kernel is about 18x slower,
- * strided torch.maximum calls about 2x (four passes).
+ * padding; the output takes every other column. PyTorch's NCHW kernel is several times slower,
+ * and strided torch.maximum calls (the fallback) take four passes.
  * x: [planes, H, W]; out: [planes, (H - 1) / 2 + 1, (W - 1) / 2 + 1].
  */
 /* max(m, v) lane-wise, a NaN in either winning; masks, not branches (random data mispredicts them) */
-static inline v16 nan_max16(v16 m, v16 v) {
-    const v16i take = (v > m) | (v != v);
-    return (v16)((take & (v16i)v) | (~take & (v16i)m));
-}
+static inline v16 nan_max16(v16 m, v16 v) { return where((v > m) | (v != v), v, m); }
 
 void tdnzoo_max_pool3x3s2(const float *x, float *out, int64_t planes, int64_t h, int64_t w, int num_threads) {
     const int64_t ho = (h - 1) / 2 + 1, wo = (w - 1) / 2 + 1, wv = (w + 15) / 16 * 16;
