@@ -27,13 +27,10 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, size: int = 224) -> int:
-    """fvcore flops of one view ``[1, num_frames, 3, size, size]`` in eval mode, counted on the
-    official op sequence (``reference_ops``), as ``tdnzoo.flops`` does."""
-    from tdnzoo.layers import reference_ops
-
+    """fvcore flops of one view ``[1, num_frames, 3, size, size]`` in eval mode, as ``tdnzoo.flops`` counts."""
     model.eval()
     clip = torch.zeros(1, model.num_frames, 3, size, size)
-    with torch.no_grad(), warnings.catch_warnings(), reference_ops():
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch's notice on the jit tracer fvcore uses
         from fvcore.nn import FlopCountAnalysis
 

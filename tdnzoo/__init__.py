@@ -9,7 +9,7 @@ from .errors import (
 )
 from .hub import push_to_hub, save_pretrained
 from .labels import load_label_names
-from .models import METHODS, VideoClassifier, create_model, list_models, temporalize
+from .models import METHODS, VideoClassifier, create_model, fuse_for_inference, list_models, temporalize
 from .pretrained import get_pretrained_cfg, list_pretrained
 from .version import __version__
 
@@ -23,6 +23,7 @@ __all__ = [
     "VideoClassifier",
     "__version__",
     "create_model",
+    "fuse_for_inference",
     "get_pretrained_cfg",
     "list_models",
     "list_pretrained",

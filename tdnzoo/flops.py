@@ -119,7 +119,6 @@ def flop_breakdown(model: nn.Module | str, num_segments: int | None = None, inpu
     from fvcore.nn import FlopCountAnalysis
 
     from .checkpoint import classifier_name
-    from .layers import reference_ops
 
     model = _resolve(model, num_segments)
     size = int(input_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
@@ -131,10 +130,7 @@ def flop_breakdown(model: nn.Module | str, num_segments: int | None = None, inpu
         analysis.set_op_handle(**{op: _elementwise_handle for op in _ELEMENTWISE_OPS})
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
-        # Count the official op sequence (the papers' convention), not the fused fast paths,
-        # whose GEMMs and folded norms fvcore would attribute differently.
-        with reference_ops():
-            per_module = analysis.by_module_and_operator()
+        per_module = analysis.by_module_and_operator()
     finally:
         model.train(was_training)
 

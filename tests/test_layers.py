@@ -115,9 +115,34 @@ def test_ltdm_on_a_static_clip_sees_zero_differences():
         m.conv_neighbor.weight[:, :, 1, 1] = 1.0
     frame = torch.randn(1, 1, 32, 6, 6)
     static = frame.expand(2, 4, -1, -1, -1).reshape(8, 32, 6, 6)
-    assert torch.count_nonzero(m.differences(static)) == 0
+    assert torch.count_nonzero(torch.cat(m.differences(static))) == 0
     moving = torch.randn(8, 32, 6, 6)
-    assert torch.count_nonzero(m.differences(moving)) > 0
+    assert torch.count_nonzero(torch.cat(m.differences(moving))) > 0
+
+
+def test_ltdm_fuse_folds_every_batch_norm_and_keeps_the_output():
+    m = LongTermTDM(32, num_segments=4).eval()
+    _randomise(m)
+    x = _clip(b=2, t=4, c=32, h=6, w=6)
+    with torch.no_grad():
+        expected = m(x)
+        fused = copy.deepcopy(m).fuse()
+        got = fused(x)
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in fused.modules())
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        LongTermTDM(32, num_segments=4).fuse()
+
+
+def test_layers_trace_with_torch_fx():
+    # timm's feature extraction traces models with torch.fx: the shape checks must not stop it.
+    for layer, channels in ((TemporalShift(4), 16), (TemporalConv(16, 4), 16), (LongTermTDM(32, 4), 32)):
+        layer.eval()
+        traced = torch.fx.symbolic_trace(layer)
+        x = _clip(b=1, t=4, c=channels, h=4, w=4)
+        torch.testing.assert_close(traced(x), layer(x))
+    with pytest.raises(ValueError, match="B\\*4"):
+        torch.fx.symbolic_trace(TemporalShift(4))(torch.zeros(6, 16, 2, 2))
 
 
 def test_ltdm_reduction_and_shape():

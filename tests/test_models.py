@@ -154,29 +154,3 @@ def test_channels_last_gives_the_same_output():
         expected = model(x)
         got = model.to(memory_format=torch.channels_last)(x)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-
-
-def test_tdn_first_stage_ends_with_a_fusing_relu_that_changes_no_state():
-    """The ReLU ending the backbone's first stage becomes a FusingReLU (TDN's fusion rides on its
-    pass), only there: the S-TDM's copy of the stage keeps its ReLU and the state dict its keys."""
-    from timm.models.resnet import Bottleneck
-
-    from tdnzoo.layers import FusingReLU
-    from tdnzoo.models.video import _end_with_fusing_relu
-
-    tdn = tdnzoo.create_model("tdn_resnet50", num_classes=5)
-    tsn = tdnzoo.create_model("tsn_resnet50", num_classes=5)
-    assert type(tdn.backbone.layer1[-1].act3) is FusingReLU
-    assert [type(m) for m in tdn.modules()].count(FusingReLU) == 1
-    assert type(tdn.short_term.stage[-1].act3) is torch.nn.ReLU
-    layer1 = [{k for k in m.backbone.state_dict() if k.startswith("layer1.")} for m in (tsn, tdn)]
-    assert layer1[0] == layer1[1] and layer1[0]  # no inserts in the first stage: the same keys as TSN's
-    small = tdnzoo.create_model("tdn_test_resnet", num_classes=5)  # BasicBlocks: act2 ends them
-    assert type(small.backbone.layer1[-1].act2) is FusingReLU
-
-    block = Bottleneck(8, 2)
-    block.act1 = block.act3  # one module run twice: the fusion would land after the first call
-    assert not _end_with_fusing_relu(torch.nn.Sequential(block)) and type(block.act3) is torch.nn.ReLU
-    other = Bottleneck(8, 2)
-    other.act3 = torch.nn.GELU()
-    assert not _end_with_fusing_relu(torch.nn.Sequential(other))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import FusingReLU, LongTermStack, ShortTermTDM
+from ..layers import LongTermStack, ShortTermTDM
 from ..models import create_model
 from ..models import video as _video
 from .allocator import fix_malloc_thresholds
@@ -144,11 +144,6 @@ def time_breakdown(
         result.parts[name] = {"tsn": None, "tdn": ms(name)}
     result.parts["rest (backbone, head)"] = {"tsn": ms("tsn"), "tdn": ms("rest")}
     result.ltdm_ops = _insert_operators(tdn, x_tdn, inserts, rounds=max(1, rounds // 2), top=top)
-    if any(isinstance(m, FusingReLU) for m in tdn.modules()):
-        result.notes.append(
-            "the fusion after the first stage runs inside that stage's last ReLU (FusingReLU), in the "
-            "same pass: its cost is in the rest row, the S-TDM fusion row is the fusion after the stem"
-        )
     return result
 
 

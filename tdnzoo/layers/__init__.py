@@ -1,19 +1,10 @@
-"""Composable temporal layers: each works on per-frame maps ``[B*T, C, H, W]``."""
-from ._fast import reference_ops
+"""The paper's temporal layers, each on per-frame maps ``[B*T, C, H, W]``, and the consensus."""
 from .consensus import SegmentConsensus
-from .shift import TemporalConv, TemporalShift, shift_kernel
-from .tdm import (
-    FusingReLU,
-    LongTermStack,
-    LongTermTDM,
-    ShortTermTDM,
-    frame_differences,
-    fuse_difference,
-    fusion_in_activation,
-)
+from .ltdm import LongTermStack, LongTermTDM
+from .shift import TemporalConv, TemporalShift, shift_kernel, split_segments
+from .stdm import ShortTermTDM, frame_differences, fuse_difference
 
 __all__ = [
-    "FusingReLU",
     "LongTermStack",
     "LongTermTDM",
     "SegmentConsensus",
@@ -22,7 +13,6 @@ __all__ = [
     "TemporalShift",
     "frame_differences",
     "fuse_difference",
-    "fusion_in_activation",
-    "reference_ops",
     "shift_kernel",
+    "split_segments",
 ]

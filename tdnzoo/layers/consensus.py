@@ -4,6 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .shift import split_segments
+
+torch.fx.wrap("split_segments")  # a leaf for torch.fx (see .shift)
+
 __all__ = ["SegmentConsensus"]
 
 
@@ -15,11 +19,7 @@ class SegmentConsensus(nn.Module):
         self.num_segments = num_segments
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] % self.num_segments:
-            raise ValueError(
-                f"expected a batch of B*{self.num_segments} segment outputs, got {x.shape[0]}"
-            )
-        return x.view(-1, self.num_segments, *x.shape[1:]).mean(dim=1)
+        return split_segments(x, self.num_segments).mean(dim=1)
 
     def extra_repr(self) -> str:
         return f"num_segments={self.num_segments}"

@@ -15,7 +15,6 @@ from torch import nn
 
 from ..errors import UnsupportedBackboneError
 from ..layers import (
-    FusingReLU,
     LongTermStack,
     LongTermTDM,
     SegmentConsensus,
@@ -23,37 +22,12 @@ from ..layers import (
     TemporalConv,
     TemporalShift,
     fuse_difference,
-    fusion_in_activation,
 )
-from ..layers._fast import eager_inference
 from .backbone import BackboneLayout, analyze_backbone, block_has_residual, insert_before
 
 __all__ = ["METHODS", "VideoClassifier", "official_fusion_weights", "temporalize"]
 
 METHODS = ("tsn", "tsm", "tdn")
-
-
-def _end_with_fusing_relu(stage: nn.Module) -> bool:
-    """Make the ReLU that ends ``stage`` a :class:`FusingReLU`; ``True`` when it did.
-
-    TDN fuses the S-TDM stage right after this stage, and a FusingReLU does that in the ReLU's own
-    pass (see :func:`tdnzoo.layers.fusion_in_activation`). Only where the stage's last op is known to
-    be that in-place ReLU, used once: timm's ResNet ``Bottleneck`` (``act3``) and ``BasicBlock``
-    (``act2``) ending an ``nn.Sequential``. Elsewhere the fusion stays a pass of its own.
-    """
-    from timm.models.resnet import BasicBlock, Bottleneck
-
-    if not isinstance(stage, nn.Sequential) or len(stage) == 0:
-        return False
-    block = stage[-1]
-    name = {Bottleneck: "act3", BasicBlock: "act2"}.get(type(block))
-    act = getattr(block, name, None) if name else None
-    if type(act) is not nn.ReLU or not act.inplace:
-        return False
-    if sum(m is act for _, m in block.named_modules(remove_duplicate=False)) != 1:
-        return False  # the same module also runs earlier in the block
-    setattr(block, name, FusingReLU())
-    return True
 
 
 def official_fusion_weights(num_segments: int) -> tuple[float, float]:
@@ -157,16 +131,8 @@ class VideoClassifier(nn.Module):
         alpha, beta = self.fusion_weights
         for module in self._plan.stem:
             y = module(y)
-        inplace = eager_inference(y, stem_diff)  # y is ours: fuse into it when autograd allows
-        y = fuse_difference(y, stem_diff, alpha, beta, inplace=inplace)
-        if inplace:
-            # A FusingReLU ending the stage (see temporalize) fuses in its own pass where it can.
-            with fusion_in_activation(stage_diff, alpha, beta) as pending:
-                y = self._plan.first_stage(y)
-            if not pending.done:
-                y = fuse_difference(y, stage_diff, alpha, beta, inplace=True)
-        else:
-            y = fuse_difference(self._plan.first_stage(y), stage_diff, alpha, beta)
+        y = fuse_difference(y, stem_diff, alpha, beta)
+        y = fuse_difference(self._plan.first_stage(y), stage_diff, alpha, beta)
         for module in self._plan.late:
             y = module(y)
         return y
@@ -256,9 +222,7 @@ def temporalize(
     """Turn a timm 2D CNN into a TSN, TSM or TDN video classifier.
 
     Stages are numbered as in the papers: stage ``k`` outputs at reduction ``2**k`` (stage 2 is
-    ResNet's ``layer1``). Defaults are the official ones. For TDN on timm's ResNet blocks, the
-    in-place ReLU ending the first stage becomes a :class:`~tdnzoo.layers.FusingReLU` (the same
-    function, no state), so that CPU inference fuses the S-TDM stage in that ReLU's pass.
+    ResNet's ``layer1``). Defaults are the official ones.
 
     Args:
         backbone: a timm model name or instance (modified in place when an instance).
@@ -330,7 +294,6 @@ def temporalize(
         short_term = ShortTermTDM(
             _diff_stem(layout, frames_per_segment), copy.deepcopy(layout.first_stage[1]), num_segments, frames_per_segment
         )
-        _end_with_fusing_relu(layout.first_stage[1])  # after the copy: the S-TDM stage keeps its ReLU
         alpha_beta = tuple(fusion_weights) if fusion_weights is not None else official_fusion_weights(num_segments)
         if long_term or temporal_conv:
             blocks = [b for b in layout.blocks_in(long_term_stages) if block_has_residual(b.module)]
