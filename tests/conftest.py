@@ -1,24 +1,23 @@
-"""Shared test helpers: the official fixtures live in ../shared beside the repository."""
+"""Shared test helpers. The tests carry their own data: see tests/fixtures/README.md."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
+
+from . import official_fixtures
+from .official_fixtures import normalise, reference  # noqa: F401  (tests import them from here)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TDNZOO_SHARED", ROOT.parent / "shared"))
-OFFICIAL = SHARED / "fixtures" / "official"
-MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 1, 3, 1, 1)
-STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 1, 3, 1, 1)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def randomize_statistics(module: torch.nn.Module, seed: int = 1, affine_std: float = 0.2) -> torch.nn.Module:
@@ -61,24 +60,9 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def synth():
-    """The official fixtures' ``synth.py``, imported from ../shared."""
-    path = OFFICIAL / "synth.py"
-    if not path.is_file():
-        pytest.fail(f"official fixtures not found at {OFFICIAL}; set TDNZOO_SHARED to the shared/ folder")
-    spec = importlib.util.spec_from_file_location("official_synth", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def reference(name: str) -> dict:
-    return json.loads((OFFICIAL / name).read_text())
-
-
-def normalise(frames_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[B, T, 3, H, W]`` -> ImageNet-normalised float."""
-    return (frames_uint8.float() / 255.0 - MEAN) / STD
+def synth() -> ModuleType:
+    """Official-layout checkpoints and clips: the :mod:`tests.official_fixtures` module."""
+    return official_fixtures
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:

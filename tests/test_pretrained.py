@@ -19,7 +19,7 @@ from tdnzoo.hub.zoo_table import TABLE_END, TABLE_START
 from tdnzoo.labels import load_label_names
 from tdnzoo.pretrained import PRETRAINED_CFGS, get_pretrained_cfg, list_pretrained, register_pretrained_cfg
 
-from .conftest import ROOT, SHARED
+from .conftest import FIXTURES, ROOT
 
 OFFICIAL = {
     "tdn_resnet50.sthv1_8f", "tdn_resnet50.sthv1_16f", "tdn_resnet50.sthv2_8f", "tdn_resnet50.sthv2_16f",
@@ -34,6 +34,7 @@ REQUIRED = (
     "params", "license", "origin_url", "weights_url", "paper_ids", "hf_hub_id", "hf_hub_revision",
 )
 DATASET_KEYS = {"SSv1": "sthv1", "SSv2": "sthv2", "K400": "k400"}
+MODEL_KEYS = {"TDN-R50": "tdn_resnet50", "TDN-R101": "tdn_resnet101", "TSM-R50": "tsm_resnet50"}
 
 
 def test_every_official_release_has_a_tag():
@@ -59,24 +60,19 @@ def test_metadata_is_complete(name):
     assert len(labels) == cfg["num_classes"] and labels == load_label_names(cfg["dataset"])
 
 
-def _design_rows():
-    path = SHARED / "DESIGN.md"
-    if not path.is_file():
-        pytest.fail(f"{path} not found; set TDNZOO_SHARED to the shared/ folder")
-    for line in path.read_text().splitlines():
-        m = re.match(r"^\| (TDN|TSM)-R(\d+) \| (\w+) \| ([^|]+)\|([^|]*)\|([^|]*)\|", line)
-        if not m:
-            continue
-        method, depth, data, frames, top1, top5 = m.groups()
-        segments = [int(re.match(r"\s*(\d+)", f).group(1)) for f in frames.split("/")]
-        top1s = [float(v) for v in top1.split("/")]
-        top5s = [float(v) for v in top5.split("/")] if top5.strip() else [None] * len(segments)
-        for seg, t1, t5 in zip(segments, top1s, top5s, strict=True):
-            yield f"{method.lower()}_resnet{depth}.{DATASET_KEYS[data]}_{seg}f", t1, t5
+def _published_rows():
+    """(tag, top-1, top-5) from the official READMEs' numbers in tests/fixtures/published.tsv."""
+    lines = [line for line in (FIXTURES / "published.tsv").read_text().splitlines() if not line.startswith("#")]
+    header = lines[0].split("\t")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split("\t"), strict=True))
+        name = f"{MODEL_KEYS[row['model']]}.{DATASET_KEYS[row['data']]}_{row['segments']}f"
+        yield name, float(row["top1"]), float(row["top5"]) if row["top5"] else None
 
 
-def test_reported_numbers_match_the_design_table():
-    rows = list(_design_rows())
+def test_reported_numbers_match_the_published_table():
+    rows = list(_published_rows())
+    assert len(rows) == len(OFFICIAL)  # one row per release, none twice
     assert {name for name, _, _ in rows} == OFFICIAL
     for name, top1, top5 in rows:
         cfg = PRETRAINED_CFGS[name]
@@ -86,7 +82,7 @@ def test_reported_numbers_match_the_design_table():
 def test_label_names_in_the_official_order():
     for dataset in ("kinetics400", "sthv1", "sthv2"):
         names = load_label_names(dataset)
-        assert names == tuple((SHARED / "fixtures" / "labels" / f"{dataset}.txt").read_text().splitlines())
+        assert names == tuple((FIXTURES / "labels" / f"{dataset}.txt").read_text().splitlines())
         assert len(set(names)) == len(names)
     sthv1 = load_label_names("sthv1")
     for a, b in ((86, 87), (93, 94), (166, 167)):  # the official flip map swaps these left/right pairs
