@@ -11,6 +11,7 @@ import torch
 
 from tdnzoo.bench import SpeedConfig, run_speed_benchmark, time_interleaved, write_speed_report
 from tdnzoo.bench.memory import peak_memory_bytes
+from tdnzoo.bench.speed import markdown_table
 from tdnzoo.cli import main
 
 
@@ -54,7 +55,7 @@ def test_peak_memory_counts_live_tensors():
 
 def test_tiny_report_has_every_file_and_ratios(tmp_path):
     config = SpeedConfig(backbones=("test_resnet",), num_segments=2, size=64, rounds=2, train_rounds=1, warmup=1,
-                         throughput_batch=2)
+                         throughput_batches=(2,))
     result = run_speed_benchmark(config, progress=False)
     paths = write_speed_report(result, tmp_path)
     data = json.loads(paths["json"].read_text())
@@ -62,7 +63,7 @@ def test_tiny_report_has_every_file_and_ratios(tmp_path):
     assert set(rows) == {"tsn_test_resnet", "tsm_test_resnet", "tdn_test_resnet"}
     assert rows["tsn_test_resnet"]["latency_ratio"] == 1.0
     tdn = rows["tdn_test_resnet"]
-    assert tdn["latency_ms"] > 0 and tdn["train_step_ms"] > 0 and tdn["throughput_clips_s"] > 0
+    assert tdn["latency_ms"] > 0 and tdn["train_step_ms"] > 0 and tdn["throughput_clips_s"]["2"] > 0
     assert tdn["gflops_ratio"] > 1.0 and tdn["peak_memory_mb"] > 0
     assert data["machine"]["torch"] == torch.__version__ and data["settings"]["size"] == 64
     assert data["settings"]["fixed_malloc"] is True
@@ -73,6 +74,26 @@ def test_tiny_report_has_every_file_and_ratios(tmp_path):
     if GLIBC:
         assert data["machine"]["malloc"].startswith("glibc malloc thresholds fixed (mmap 32 MiB")
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compiled_bf16_channels_last_report_times_eager_and_compiled_side_by_side(tmp_path):
+    # The GPU preset's code path (benchmarks/gpu.sh: cuda, bf16, channels_last, compile, two throughput
+    # batches), on the CPU: everything but the device.
+    # TSN and TSM: their graphs compile fastest; TDN's compiled forward is pinned by tests/test_compile.py.
+    config = SpeedConfig(models=("tsn_test_resnet", "tsm_test_resnet"), num_segments=2, size=64, rounds=1,
+                         train_rounds=1, warmup=0, dtype="bf16", channels_last=True, compile=True,
+                         throughput_batches=(1, 2))
+    with torch._inductor.config.patch(compile_threads=1):
+        result = run_speed_benchmark(config, progress=False)
+    rows = {(r["model"], r["variant"]): r for r in result.rows}
+    assert set(rows) == {(m, v) for m in ("tsn_test_resnet", "tsm_test_resnet") for v in ("eager", "compiled")}
+    compiled = rows["tsm_test_resnet", "compiled"]
+    assert compiled["latency_ratio"] > 0 and compiled["latency_vs_eager"] > 0 and compiled["train_vs_eager"] > 0
+    assert set(compiled["throughput_clips_s"]) == {1, 2}
+    assert rows["tsn_test_resnet", "compiled"]["latency_ratio"] == 1.0  # compiled TSN is the compiled baseline
+    assert "peak_memory_mb" not in compiled and rows["tsm_test_resnet", "eager"]["peak_memory_mb"] > 0
+    table = markdown_table(result)
+    assert "| tsm_test_resnet (compiled) |" in table and "clips/s at batch 2" in table and "latency vs eager" in table
 
 
 def test_bench_command(tmp_path, capsys):

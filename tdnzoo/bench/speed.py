@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..flops import flop_breakdown
+from ..models import fuse_for_inference
 from .allocator import fix_malloc_thresholds
 from .machine import machine_info, malloc_description
 from .memory import peak_memory_bytes
@@ -30,7 +30,13 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class SpeedConfig:
-    """What to measure. Defaults finish in a few minutes on a 2-core CPU (reduced frame size)."""
+    """What to measure. Defaults finish in a few minutes on a 2-core CPU (reduced frame size).
+
+    With ``compile`` every model is timed twice in the same interleaved run, as it is (eager) and
+    through ``torch.compile``: inference compiles :func:`tdnzoo.fuse_for_inference`'s BN-folded
+    copy (with inductor's freezing on CPU, where weights become constants), the training step
+    compiles the model itself.
+    """
 
     methods: tuple[str, ...] = ("tsn", "tsm", "tdn")
     backbones: tuple[str, ...] = ("resnet50",)
@@ -38,7 +44,7 @@ class SpeedConfig:
     num_segments: int = 8
     size: int = 160
     batch: int = 1
-    throughput_batch: int = 4
+    throughput_batches: tuple[int, ...] = (4,)
     rounds: int = 16
     train_rounds: int = 8
     warmup: int = 2
@@ -57,6 +63,9 @@ class SpeedConfig:
         if self.models:
             return list(self.models)
         return [f"{m}_{b}" for b in self.backbones for m in self.methods]
+
+    def variants(self) -> tuple[str, ...]:
+        return ("eager", "compiled") if self.compile else ("eager",)
 
 
 @dataclass
@@ -81,8 +90,25 @@ def _prepare(model: torch.nn.Module, config: SpeedConfig) -> torch.nn.Module:
     return model
 
 
-def _maybe_compile(model: torch.nn.Module, config: SpeedConfig) -> Callable:
-    return torch.compile(model) if config.compile else model
+def _inference_runner(model: torch.nn.Module, variant: str, config: SpeedConfig) -> Callable:
+    """What an inference call runs: the model, or the compiled BN-folded copy of it."""
+    if variant == "eager":
+        return model
+    fused = _prepare(fuse_for_inference(model), config)
+    # Freezing turns the weights into constants that inductor folds and prepacks for oneDNN on CPU.
+    return torch.compile(fused, options={"freezing": config.device == "cpu"})
+
+
+def _measure_flops(model: torch.nn.Module, size: int) -> tuple[dict[str, Any], str | None]:
+    """``params`` and, with fvcore installed, ``gflops``; or a note saying why FLOPs are missing."""
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        from ..flops import flop_breakdown  # fvcore, imported on use
+
+        fc = flop_breakdown(model, input_size=size)
+    except ImportError as exc:  # fvcore missing (e.g. a GPU machine installed with --no-deps)
+        return {"params": params, "gflops": None, "elementwise_gflops": None}, f"GFLOPs not counted: {exc}"
+    return {"params": fc.params, "gflops": fc.gflops, "elementwise_gflops": fc.elementwise_gflops}, None
 
 
 def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedResult:
@@ -95,72 +121,80 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {config.dtype!r}")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+    if not config.throughput_batches or min(config.throughput_batches) < 1:
+        raise ValueError(f"throughput batches must be positive, got {config.throughput_batches}")
     names = config.model_names()
-    thresholds = fix_malloc_thresholds() if config.fixed_malloc else None
+    thresholds = fix_malloc_thresholds() if config.fixed_malloc and config.device == "cpu" else None
     result = SpeedResult(settings=asdict(config), machine=machine_info(config.device))
     result.machine["malloc"] = malloc_description(thresholds)
 
-    models, infer_fns, batch_fns, train_fns, rows = [], [], [], [], []
+    rows: list[dict[str, Any]] = []
+    infer_fns: list[Callable] = []
+    train_fns: list[Callable] = []
+    batch_fns: dict[int, list[Callable]] = {b: [] for b in config.throughput_batches}
     for name in names:
         torch.manual_seed(0)
         model = create_model(name, num_classes=config.num_classes, num_segments=config.num_segments).eval()
-        fc = flop_breakdown(model, input_size=config.size)
-        row = {
-            "model": name,
-            "method": model.method,
-            "backbone": model.backbone_name,
-            "params": fc.params,
-            "gflops": fc.gflops,
-            "elementwise_gflops": fc.elementwise_gflops,
-        }
+        counts, note = _measure_flops(model, config.size)
+        if note and note not in result.notes:
+            result.notes.append(note)
         model = _prepare(model, config)
-        run_eval = _maybe_compile(model, config)
         shape = (model.num_frames, 3, config.size, config.size)
         x = torch.randn(config.batch, *shape, device=config.device)
-        xb = torch.randn(config.throughput_batch, *shape, device=config.device)
-
-        def infer(run=run_eval, inp=x):
-            with torch.inference_mode(), _autocast(config):
-                return run(inp)
-
-        def infer_batch(run=run_eval, inp=xb):
-            with torch.inference_mode(), _autocast(config):
-                return run(inp)
-
-        trainee = _prepare(copy.deepcopy(model).train(), config)
-        run_train = _maybe_compile(trainee, config)
-        optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-4, momentum=0.9)
         target = torch.zeros(config.batch, dtype=torch.long, device=config.device)
+        for variant in config.variants():
+            row = {"model": name, "variant": variant, "method": model.method, "backbone": model.backbone_name,
+                   **counts}
+            run_eval = _inference_runner(model, variant, config)
 
-        def train_step(run=run_train, opt=optimizer, inp=x, y=target):
-            opt.zero_grad(set_to_none=True)
-            with _autocast(config):
-                loss = F.cross_entropy(run(inp).float(), y)
-            loss.backward()
-            opt.step()
-            return loss
+            def infer(run=run_eval, inp=x):
+                with torch.inference_mode(), _autocast(config):
+                    return run(inp)
 
-        row["peak_memory_mb"] = peak_memory_bytes(infer, config.device) / 2**20
-        models.append(model)
-        infer_fns.append(infer)
-        batch_fns.append(infer_batch)
-        train_fns.append(train_step)
-        rows.append(row)
+            for b in config.throughput_batches:
+                xb = torch.randn(b, *shape, device=config.device)
 
-    total = len(names) * (config.warmup + config.rounds)
+                def infer_batch(run=run_eval, inp=xb):
+                    with torch.inference_mode(), _autocast(config):
+                        return run(inp)
+
+                batch_fns[b].append(infer_batch)
+
+            trainee = _prepare(copy.deepcopy(model).train(), config)
+            run_train = torch.compile(trainee) if variant == "compiled" else trainee
+            optimizer = torch.optim.SGD(trainee.parameters(), lr=1e-4, momentum=0.9)
+
+            def train_step(run=run_train, opt=optimizer, inp=x, y=target):
+                opt.zero_grad(set_to_none=True)
+                with _autocast(config):
+                    loss = F.cross_entropy(run(inp).float(), y)
+                loss.backward()
+                opt.step()
+                return loss
+
+            # On CPU live tensors are counted through the dispatcher, which compiled code bypasses.
+            if variant == "eager" or config.device != "cpu":
+                infer()  # compile (and warm up) outside the measured region
+                row["peak_memory_mb"] = peak_memory_bytes(infer, config.device) / 2**20
+            infer_fns.append(infer)
+            train_fns.append(train_step)
+            rows.append(row)
+
+    total = len(rows) * (config.warmup + config.rounds)
     if config.throughput:
-        total += len(names) * (config.warmup + config.rounds)
+        total += len(rows) * len(config.throughput_batches) * (config.warmup + config.rounds)
     if config.train:
-        total += len(names) * (config.warmup + config.train_rounds)
+        total += len(rows) * (config.warmup + config.train_rounds)
     bar = tqdm(total=total, desc="tdnzoo bench", unit="run", disable=not progress)
     latency = time_interleaved(infer_fns, rounds=config.rounds, warmup=config.warmup, device=config.device,
                                progress=bar.update)
     _store_timings(rows, latency, "latency")
     if config.throughput:
-        batched = time_interleaved(batch_fns, rounds=config.rounds, warmup=config.warmup, device=config.device,
-                                   progress=bar.update)
-        for row, t in zip(rows, batched):
-            row["throughput_clips_s"] = config.throughput_batch / t.median
+        for b, fns in batch_fns.items():
+            batched = time_interleaved(fns, rounds=config.rounds, warmup=config.warmup, device=config.device,
+                                       progress=bar.update)
+            for row, t in zip(rows, batched):
+                row.setdefault("throughput_clips_s", {})[b] = b / t.median
     if config.train:
         steps = time_interleaved(train_fns, rounds=config.train_rounds, warmup=config.warmup, device=config.device,
                                  progress=bar.update)
@@ -199,62 +233,86 @@ def _store_timings(rows: list[dict[str, Any]], timings: list[Timing], key: str) 
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Each model's ratio to TSN on the same backbone, measured in the same run.
+    """Each model's ratio to TSN on the same backbone and variant, and a compiled model's ratio to
+    the same model eager, all measured in the same run.
 
-    Times are ratios of paired rounds: round ``i`` of a model against round ``i`` of TSN, which
-    ran moments apart, then the median over rounds. On a shared machine whose speed drifts
+    Times are ratios of paired rounds: round ``i`` of a model against round ``i`` of the other,
+    which ran moments apart, then the median over rounds. On a shared machine whose speed drifts
     this is steadier than the ratio of the two medians, which can come from different moments.
     """
-    tsn = {r["backbone"]: r for r in rows if r["method"] == "tsn"}
+    tsn = {(r["backbone"], r.get("variant", "eager")): r for r in rows if r["method"] == "tsn"}
+    eager = {r["model"]: r for r in rows if r.get("variant", "eager") == "eager"}
     for row in rows:
-        base = tsn.get(row["backbone"])
-        if base is None:
-            continue
-        for key in ("latency_ms", "train_step_ms", "gflops"):
-            if key in row and key in base and base[key]:
-                samples = key.replace("_ms", "_samples_ms") if key.endswith("_ms") else None
-                row[f"{key.split('_')[0]}_ratio"] = paired_ratio(
-                    row.get(samples) if samples else None, base.get(samples) if samples else None,
-                    fallback=row[key] / base[key],
-                )
+        variant = row.get("variant", "eager")
+        base = tsn.get((row["backbone"], variant))
+        if base is not None:
+            for key in ("latency_ms", "train_step_ms", "gflops"):
+                ratio = _ratio(row, base, key)
+                if ratio is not None:
+                    row[f"{key.split('_')[0]}_ratio"] = ratio
+        if variant != "eager" and row["model"] in eager:
+            for key in ("latency_ms", "train_step_ms"):
+                ratio = _ratio(row, eager[row["model"]], key)
+                if ratio is not None:
+                    row[f"{key.split('_')[0]}_vs_eager"] = ratio
+
+
+def _ratio(row: dict[str, Any], base: dict[str, Any], key: str) -> float | None:
+    if row.get(key) is None or not base.get(key):
+        return None
+    samples = key.replace("_ms", "_samples_ms") if key.endswith("_ms") else None
+    return paired_ratio(row.get(samples) if samples else None, base.get(samples) if samples else None,
+                        fallback=row[key] / base[key])
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _label(row: dict[str, Any]) -> str:
+    return row["model"] + (" (compiled)" if row.get("variant", "eager") != "eager" else "")
+
+
 def markdown_table(result: SpeedResult) -> str:
     s = result.settings
+    batches = [int(b) for b in s["throughput_batches"]] if s["throughput"] else []
+    compiled = s["compile"]
     head = (
         f"{s['num_segments']} segments, {s['size']}x{s['size']}, {s['dtype']}, device {s['device']}, "
-        f"latency batch {s['batch']}, throughput batch {s['throughput_batch']}, "
-        f"channels_last {s['channels_last']}, compile {s['compile']}; medians of {s['rounds']} interleaved rounds "
-        f"({s['train_rounds']} for the training step); ratios to TSN on the same backbone are medians of per-round ratios, same run."
+        f"latency batch {s['batch']}, throughput batch {', '.join(map(str, batches)) or '-'}, "
+        f"channels_last {s['channels_last']}, compile {compiled}; medians of {s['rounds']} interleaved rounds "
+        f"({s['train_rounds']} for the training step); ratios to TSN on the same backbone"
+        f"{' (eager to eager, compiled to compiled)' if compiled else ''} are medians of per-round ratios, same run."
     )
-    lines = [
-        head,
-        "",
-        "| model | params (M) | GFLOPs/view | latency ms (IQR) | throughput clips/s | train step ms (IQR) "
-        "| peak mem MB | GFLOPs ratio | latency ratio | train ratio |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    columns = ["model", "params (M)", "GFLOPs/view", "latency ms (IQR)"]
+    columns += [f"clips/s at batch {b}" for b in batches]
+    columns += ["train step ms (IQR)", "peak mem MB", "GFLOPs ratio", "latency ratio", "train ratio"]
+    if compiled:
+        columns += ["latency vs eager", "train vs eager"]
+    lines = [head, "", "| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 1)]
     for r in result.rows:
-        lines.append(
-            f"| {r['model']} | {r['params'] / 1e6:.2f} | {r['gflops']:.2f} | "
-            f"{_fmt(r.get('latency_ms'), '.1f')} ({_fmt(r.get('latency_spread_ms'), '.1f')}) | "
-            f"{_fmt(r.get('throughput_clips_s'), '.2f')} | "
-            f"{_fmt(r.get('train_step_ms'), '.1f')} ({_fmt(r.get('train_step_spread_ms'), '.1f')}) | "
-            f"{_fmt(r.get('peak_memory_mb'), '.0f')} | {_fmt(r.get('gflops_ratio'), '.3f')} | "
-            f"{_fmt(r.get('latency_ratio'), '.3f')} | {_fmt(r.get('train_ratio'), '.3f')} |"
-        )
+        throughput = r.get("throughput_clips_s") or {}
+        cells = [_label(r), _fmt(r["params"] / 1e6, ".2f"), _fmt(r.get("gflops"), ".2f"),
+                 f"{_fmt(r.get('latency_ms'), '.1f')} ({_fmt(r.get('latency_spread_ms'), '.1f')})"]
+        cells += [_fmt(throughput.get(b, throughput.get(str(b))), ".2f") for b in batches]
+        cells += [f"{_fmt(r.get('train_step_ms'), '.1f')} ({_fmt(r.get('train_step_spread_ms'), '.1f')})",
+                  _fmt(r.get("peak_memory_mb"), ".0f"), _fmt(r.get("gflops_ratio"), ".3f"),
+                  _fmt(r.get("latency_ratio"), ".3f"), _fmt(r.get("train_ratio"), ".3f")]
+        if compiled:
+            cells += [_fmt(r.get("latency_vs_eager"), ".3f"), _fmt(r.get("train_vs_eager"), ".3f")]
+        lines.append("| " + " | ".join(cells) + " |")
     faults = [
-        f"{r['model']} {r['latency_page_faults']:.0f}"
+        f"{_label(r)} {r['latency_page_faults']:.0f}"
         + (f" / {r['train_step_page_faults']:.0f}" if "train_step_page_faults" in r else "")
         for r in result.rows if "latency_page_faults" in r
     ]
     if faults:
         what = "latency call / training step" if any("train_step_page_faults" in r for r in result.rows) else "latency call"
         lines += ["", f"Minor page faults per {what}, median: " + "; ".join(faults) + "."]
+    if compiled:
+        lines += ["", "Compiled: inference runs `torch.compile(tdnzoo.fuse_for_inference(model))` (inductor, "
+                  "freezing on CPU), the training step `torch.compile(model)`; CPU peak memory is counted for "
+                  "eager calls only."]
     m = result.machine
     lines += ["", f"Machine: {m['cpu']}, {m['cpu_count']} cores ({m['torch_threads']} torch threads), "
               f"{m.get('gpu', 'no GPU used')}; torch {m['torch']}, timm {m['timm']}, tdnzoo {m['tdnzoo']}, "
@@ -272,16 +330,19 @@ def _plot(result: SpeedResult, path: Path) -> None:
     rows = result.rows
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in rows:
+        if r.get("gflops") is None:  # FLOPs not counted (no fvcore): no point to place
+            continue
         ax1.scatter(r["gflops"], r["latency_ms"], s=40)
-        ax1.annotate(r["model"], (r["gflops"], r["latency_ms"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax1.annotate(_label(r), (r["gflops"], r["latency_ms"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax1.set_xlabel("GFLOPs per view (fvcore)")
     ax1.set_ylabel(f"latency, batch {result.settings['batch']} (ms)")
     ax1.set_title("cost vs latency")
     ax1.margins(x=0.35, y=0.15)  # room for the labels
     with_tp = [r for r in rows if r.get("throughput_clips_s")]
     if with_tp:
-        ax2.barh([r["model"] for r in with_tp], [r["throughput_clips_s"] for r in with_tp], color="tab:blue")
-        ax2.set_xlabel(f"throughput, batch {result.settings['throughput_batch']} (clips/s)")
+        batch = max(with_tp[0]["throughput_clips_s"], key=int)  # the largest batch measured
+        ax2.barh([_label(r) for r in with_tp], [r["throughput_clips_s"][batch] for r in with_tp], color="tab:blue")
+        ax2.set_xlabel(f"throughput, batch {batch} (clips/s)")
     else:  # --no-throughput: say so rather than draw empty axes
         ax2.text(0.5, 0.5, "throughput not measured\n(--no-throughput)", ha="center", va="center",
                  transform=ax2.transAxes)

@@ -9,6 +9,13 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _int_csv(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="reports/bench", help="report folder (default: reports/bench)")
     p.add_argument("--methods", type=_csv, default=("tsn", "tsm", "tdn"), help="comma list (default tsn,tsm,tdn)")
@@ -17,14 +24,16 @@ def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-segments", type=int, default=8)
     p.add_argument("--size", type=int, default=160, help="frame size (default 160, reduced from 224 to finish fast)")
     p.add_argument("--batch", type=int, default=1, help="latency batch (default 1)")
-    p.add_argument("--throughput-batch", type=int, default=4)
+    p.add_argument("--throughput-batch", type=_int_csv, default=(4,), metavar="N[,N...]",
+                   help="batch sizes of the throughput timing, comma list (default 4)")
     p.add_argument("--rounds", type=int, default=16, help="timed rounds per model (interleaved)")
     p.add_argument("--train-rounds", type=int, default=8)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile every model")
+    p.add_argument("--compile", action="store_true",
+                   help="also time every model through torch.compile (inference on its fuse_for_inference copy)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step timing")
     p.add_argument("--no-throughput", action="store_true", help="skip the batched throughput timing")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -109,7 +118,7 @@ def run_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = SpeedConfig(
         methods=args.methods, backbones=args.backbones, models=args.models, num_segments=args.num_segments,
-        size=args.size, batch=args.batch, throughput_batch=args.throughput_batch, rounds=args.rounds,
+        size=args.size, batch=args.batch, throughput_batches=args.throughput_batch, rounds=args.rounds,
         train_rounds=args.train_rounds, warmup=args.warmup, device=args.device, dtype=args.dtype,
         channels_last=args.channels_last, compile=args.compile, train=not args.no_train,
         throughput=not args.no_throughput, official_tdn=args.official_tdn,
