@@ -133,7 +133,7 @@ def test_tdn_ablations_are_keywords():
     assert _count(model, LongTermTDM) == 2
 
 
-def test_deepcopy_keeps_tdn_plan_on_the_copy():
+def test_deepcopy_gives_the_copy_its_own_fusion_points():
     import copy
 
     model = tdnzoo.create_model("tdn_resnet18", num_segments=4, num_classes=3).eval()
@@ -141,10 +141,11 @@ def test_deepcopy_keeps_tdn_plan_on_the_copy():
     x = torch.randn(1, 20, 3, SIZE, SIZE)
     with torch.no_grad():
         before = model(x)
-        twin.backbone.conv1.weight.zero_()  # the stem, which TDN runs through its plan
+        twin.backbone.conv1.weight.zero_()  # the stem, on the copy only
         assert torch.equal(model(x), before)
         assert not torch.allclose(twin(x), before)
-    assert twin._plan.stem[0] is twin.backbone.conv1 and twin._plan.late[-1] is twin.backbone.layer4
+    for path in model.fusion_points:
+        assert twin.backbone.get_submodule(path) is not model.backbone.get_submodule(path)
 
 
 def test_channels_last_gives_the_same_output():
@@ -156,27 +157,17 @@ def test_channels_last_gives_the_same_output():
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_tdn_first_stage_ends_with_a_fusing_relu_that_changes_no_state():
-    """The ReLU ending the backbone's first stage becomes a FusingReLU (TDN's fusion rides on its
-    pass), only there: the S-TDM's copy of the stage keeps its ReLU and the state dict its keys."""
-    from timm.models.resnet import Bottleneck
-
-    from tdnzoo.layers import FusingReLU
-    from tdnzoo.models.video import _end_with_fusing_relu
+def test_tdn_fuses_after_the_stem_and_the_first_stage_without_changing_keys():
+    """The S-TDM maps join where the official code fuses them: after ResNet's max-pool and after
+    layer1, through wrappers on those parameter-free ops (the state dict keeps TSN's keys there)."""
+    from tdnzoo.models.fusion import DifferenceFusion
 
     tdn = tdnzoo.create_model("tdn_resnet50", num_classes=5)
     tsn = tdnzoo.create_model("tsn_resnet50", num_classes=5)
-    assert type(tdn.backbone.layer1[-1].act3) is FusingReLU
-    assert [type(m) for m in tdn.modules()].count(FusingReLU) == 1
-    assert type(tdn.short_term.stage[-1].act3) is torch.nn.ReLU
-    layer1 = [{k for k in m.backbone.state_dict() if k.startswith("layer1.")} for m in (tsn, tdn)]
-    assert layer1[0] == layer1[1] and layer1[0]  # no inserts in the first stage: the same keys as TSN's
-    small = tdnzoo.create_model("tdn_test_resnet", num_classes=5)  # BasicBlocks: act2 ends them
-    assert type(small.backbone.layer1[-1].act2) is FusingReLU
-
-    block = Bottleneck(8, 2)
-    block.act1 = block.act3  # one module run twice: the fusion would land after the first call
-    assert not _end_with_fusing_relu(torch.nn.Sequential(block)) and type(block.act3) is torch.nn.ReLU
-    other = Bottleneck(8, 2)
-    other.act3 = torch.nn.GELU()
-    assert not _end_with_fusing_relu(torch.nn.Sequential(other))
+    assert tdn.fusion_points == ("maxpool", "layer1.2.act3")
+    assert [type(tdn.backbone.get_submodule(p)) for p in tdn.fusion_points] == [DifferenceFusion] * 2
+    assert _count(tdn, DifferenceFusion) == 2 and type(tdn.short_term.stage[-1].act3) is torch.nn.ReLU
+    layer1 = [{k for k in m.backbone.state_dict() if k.startswith(("layer1.", "conv1.", "bn1."))} for m in (tsn, tdn)]
+    assert layer1[0] == layer1[1] and layer1[0]  # no inserts in the stem and first stage: the same keys as TSN's
+    with pytest.raises(RuntimeError, match="without its S-TDM map"):
+        tdn.backbone.forward_features(torch.randn(1, 3, SIZE, SIZE))  # the backbone alone cannot fuse

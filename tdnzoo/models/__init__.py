@@ -1,13 +1,13 @@
 """Video models: the classifier, the factory and the registry."""
-from .backbone import SUPPORTED_FAMILIES, TemporalInsert, analyze_backbone
+from .backbone import analyze_backbone
 from .factory import create_model
+from .insertion import TemporalInsert
 from .registry import COMMON_BACKBONES, list_models, parse_model_name
 from .video import METHODS, VideoClassifier, official_fusion_weights, temporalize
 
 __all__ = [
     "COMMON_BACKBONES",
     "METHODS",
-    "SUPPORTED_FAMILIES",
     "TemporalInsert",
     "VideoClassifier",
     "analyze_backbone",
