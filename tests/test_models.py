@@ -133,7 +133,7 @@ def test_tdn_ablations_are_keywords():
     assert _count(model, LongTermTDM) == 2
 
 
-def test_deepcopy_keeps_tdn_plan_on_the_copy():
+def test_deepcopy_gives_the_copy_its_own_fusion_points():
     import copy
 
     model = tdnzoo.create_model("tdn_resnet18", num_segments=4, num_classes=3).eval()
@@ -141,10 +141,11 @@ def test_deepcopy_keeps_tdn_plan_on_the_copy():
     x = torch.randn(1, 20, 3, SIZE, SIZE)
     with torch.no_grad():
         before = model(x)
-        twin.backbone.conv1.weight.zero_()  # the stem, which TDN runs through its plan
+        twin.backbone.conv1.weight.zero_()  # the stem, on the copy only
         assert torch.equal(model(x), before)
         assert not torch.allclose(twin(x), before)
-    assert twin._plan.stem[0] is twin.backbone.conv1 and twin._plan.late[-1] is twin.backbone.layer4
+    for path in model.fusion_points:
+        assert twin.backbone.get_submodule(path) is not model.backbone.get_submodule(path)
 
 
 def test_channels_last_gives_the_same_output():
@@ -154,3 +155,19 @@ def test_channels_last_gives_the_same_output():
         expected = model(x)
         got = model.to(memory_format=torch.channels_last)(x)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_tdn_fuses_after_the_stem_and_the_first_stage_without_changing_keys():
+    """The S-TDM maps join where the official code fuses them: after ResNet's max-pool and after
+    layer1, through wrappers on those parameter-free ops (the state dict keeps TSN's keys there)."""
+    from tdnzoo.models.fusion import DifferenceFusion
+
+    tdn = tdnzoo.create_model("tdn_resnet50", num_classes=5)
+    tsn = tdnzoo.create_model("tsn_resnet50", num_classes=5)
+    assert tdn.fusion_points == ("maxpool", "layer1.2.act3")
+    assert [type(tdn.backbone.get_submodule(p)) for p in tdn.fusion_points] == [DifferenceFusion] * 2
+    assert _count(tdn, DifferenceFusion) == 2 and type(tdn.short_term.stage[-1].act3) is torch.nn.ReLU
+    layer1 = [{k for k in m.backbone.state_dict() if k.startswith(("layer1.", "conv1.", "bn1."))} for m in (tsn, tdn)]
+    assert layer1[0] == layer1[1] and layer1[0]  # no inserts in the stem and first stage: the same keys as TSN's
+    with pytest.raises(RuntimeError, match="without its S-TDM map"):
+        tdn.backbone.forward_features(torch.randn(1, 3, SIZE, SIZE))  # the backbone alone cannot fuse

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..layers import LongTermStack, ShortTermTDM
 from ..models import create_model
-from ..models import video as _video
+from ..models import fusion as _fusion
 from .allocator import fix_malloc_thresholds
 from .machine import malloc_description
 
@@ -80,7 +80,7 @@ def _timed_forwards(modules: list[nn.Module], clock: dict[str, float], name: str
 
 @contextlib.contextmanager
 def _timed_fusion(clock: dict[str, float]) -> Iterator[None]:
-    inner = _video.fuse_difference
+    inner = _fusion.fuse_difference
 
     def fuse(*args: Any, **kwargs: Any) -> torch.Tensor:
         start = time.perf_counter()
@@ -89,11 +89,11 @@ def _timed_fusion(clock: dict[str, float]) -> Iterator[None]:
         finally:
             clock["S-TDM fusion"] += time.perf_counter() - start
 
-    _video.fuse_difference = fuse
+    _fusion.fuse_difference = fuse
     try:
         yield
     finally:
-        _video.fuse_difference = inner
+        _fusion.fuse_difference = inner
 
 
 def time_breakdown(

@@ -1,7 +1,8 @@
 """Video models: the classifier, the factory and the registry."""
-from .backbone import SUPPORTED_FAMILIES, TemporalInsert, analyze_backbone
+from .backbone import analyze_backbone
 from .factory import create_model
 from .inference import fold_batch_norms, fuse_for_inference
+from .insertion import TemporalInsert
 from .registry import COMMON_BACKBONES, list_models, parse_model_name
 from .video import METHODS, VideoClassifier, official_fusion_weights, temporalize
 
@@ -10,7 +11,6 @@ __all__ = [
     "fuse_for_inference",
     "COMMON_BACKBONES",
     "METHODS",
-    "SUPPORTED_FAMILIES",
     "TemporalInsert",
     "VideoClassifier",
     "analyze_backbone",

@@ -1,108 +1,89 @@
-"""How tdnzoo reads a timm 2D CNN: its stages, its residual blocks, and where temporal modules go.
+"""How tdnzoo reads a timm backbone: its stages, its blocks, where temporal modules go, its stem.
 
-Stages come from timm's ``feature_info`` (module name and reduction of each stage output).
-Paper numbering: stage ``k`` is the stage whose output has reduction ``2**k``; stage 2 (``layer1``
-of a ResNet) is the first at reduction 4, and the stem is everything before it.
+Everything is read from one dry run of the backbone's own ``forward_features`` (see
+:mod:`tdnzoo.models.probe`), never from a rebuilt forward:
 
-Insertion points come from small per-family rules (ResNet, RegNet, ConvNeXt, EfficientNet /
-MobileNet, ByobNet), with a generic fallback: before the first convolution of the residual branch.
+- **Stages** come from timm's ``feature_info``: paper stage ``k`` ends at the feature module of
+  reduction ``2**k`` (stage 2 is ResNet's ``layer1``); stages past the fifth count as the fifth.
+- **Blocks** are the smallest repeated units of the stages: modules with two or more
+  convolutions / linear layers, one of which mixes positions (a spatial conv, attention, pooling),
+  found top-down through stage containers (a sequence of blocks, a DenseNet block of layers, an
+  HRNet module of branches).
+- **Where a temporal module goes in a block** (the op it precedes, taken from the call order and
+  from which tensor each op actually received):
+  the *shift* precedes the first op of the residual branch, normalisations excepted (the op that
+  consumes the block's input: ResNet's ``conv1``; after a pre-norm: a transformer's token mixer);
+  the *L-TDM + temporal conv* precede the first op that mixes positions (ResNet's ``conv2``, a
+  depthwise conv, attention), on the full map it receives. Where that op sees a split or windows
+  of the map, the module goes on the map before the split (after the op that produced it). A block
+  whose input feeds several branches (Inception, RepVGG), and ops inside a reparameterizable
+  module, get the module in front of the whole block / module, which reparameterization keeps.
+- **The stem** is the chain of modules from the frames to the first stage, each consuming what the
+  previous one returned; S-TDM copies it. Its fusion points are the maps after the stem and after
+  the first stage (a patch embedding and no stage for token models).
+
+Per-family rules (:mod:`tdnzoo.models.families`) override the placement where the generic rule
+gets a family wrong.
 """
 from __future__ import annotations
 
-import copy
 import math
-import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
+from .ops import SHORTCUT, is_norm, is_reparameterizable, is_spatial_leaf, is_token_mixer, is_unit
+from .probe import Call, Trace, fingerprint_of, trace_forward
+from .tokens import MapLayout, detect_layout
 
-__all__ = ["BackboneLayout", "Block", "InsertionRule", "TemporalInsert", "analyze_backbone", "SUPPORTED_FAMILIES"]
+__all__ = ["BackboneLayout", "Block", "Position", "analyze_backbone", "dry_run_size", "family_of"]
 
-
-@dataclass(frozen=True)
-class InsertionRule:
-    """Where temporal modules enter one kind of residual block (attribute paths inside it).
-
-    ``shift_before``: the op a TSM shift precedes (first op of the residual branch).
-    ``difference_before``: the op the L-TDM + temporal conv precede (the first spatial conv,
-    after the channel-reducing 1x1 when there is one, as in the official TDN bottleneck).
-    """
-
-    shift_before: str
-    difference_before: str
+DRY_RUN_BATCH = 2
 
 
-# Keyed by the block class name; the module check keeps unrelated classes of the same name out.
-_RULES: dict[tuple[str, str], InsertionRule] = {
-    ("timm.models.resnet", "Bottleneck"): InsertionRule("conv1", "conv2"),
-    ("timm.models.resnet", "BasicBlock"): InsertionRule("conv1", "conv1"),
-    ("timm.models.regnet", "Bottleneck"): InsertionRule("conv1", "conv2"),
-    ("timm.models.convnext", "ConvNeXtBlock"): InsertionRule("conv_dw", "conv_dw"),
-    ("timm.models._efficientnet_blocks", "InvertedResidual"): InsertionRule("conv_pw", "conv_dw"),
-    ("timm.models._efficientnet_blocks", "DepthwiseSeparableConv"): InsertionRule("conv_dw", "conv_dw"),
-    ("timm.models._efficientnet_blocks", "EdgeResidual"): InsertionRule("conv_exp", "conv_exp"),
-    ("timm.models._efficientnet_blocks", "UniversalInvertedResidual"): InsertionRule("dw_start", "dw_start"),
-    ("timm.models.byobnet", "BottleneckBlock"): InsertionRule("conv1_1x1", "conv2_kxk"),
-    ("timm.models.byobnet", "BasicBlock"): InsertionRule("conv1_kxk", "conv1_kxk"),
-    ("timm.models.byobnet", "DarkBlock"): InsertionRule("conv1_1x1", "conv2_kxk"),
-    ("timm.models.byobnet", "EdgeBlock"): InsertionRule("conv1_kxk", "conv1_kxk"),
-}
+@dataclass
+class Position:
+    """Where one temporal module goes: before (or after) ``module``, on a map of ``layout``."""
 
-SUPPORTED_FAMILIES = (
-    "ResNet / ResNeXt / ResNet-D / SE-ResNet (timm.models.resnet)",
-    "RegNet X/Y (timm.models.regnet)",
-    "ConvNeXt (timm.models.convnext)",
-    "EfficientNet / EfficientNetV2 / MobileNetV2-V4 / MnasNet (timm efficientnet blocks)",
-    "ByobNet family: RepVGG-free nets, GerNet, ResNet-RS-like (timm.models.byobnet)",
-    "other hierarchical CNNs whose residual blocks are named *Block / *Bottleneck / *Residual / *Basic "
-    "(generic rule: before the first convolution of the residual branch)",
-)
+    module: nn.Module
+    path: str
+    layout: MapLayout
+    after: bool = False
 
-# Children of a block that are not its residual branch.
-_NOT_BRANCH = re.compile(r"(shortcut|downsample|skip|identity|attn|se$|drop_path)")
-_GENERIC_BLOCK = re.compile(r"(Block|Bottleneck|Bottle2neck|Residual|Basic)$")
-# Blocks that concatenate instead of adding a residual: a shift there has no identity path.
-_NOT_RESIDUAL = re.compile(r"Dense")
-_HEAD_NAMES = {"global_pool", "head", "fc", "classifier", "head_drop", "flatten", "pre_logits"}
-
-
-class TemporalInsert(nn.Module):
-    """Runs ``temporal`` right before ``inner``, the op it was inserted in front of."""
-
-    def __init__(self, temporal: nn.Module, inner: nn.Module) -> None:
-        super().__init__()
-        self.temporal = temporal
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(self.temporal(x))
+    def describe(self) -> str:
+        return f"{'after' if self.after else 'before'} {self.path} ({self.layout.describe()})"
 
 
 @dataclass
 class Block:
-    """A residual block: its module path in the backbone, its stage and its insertion rule."""
+    """A block of the backbone: its path, paper stage, index in that stage and temporal positions."""
 
     path: str
     module: nn.Module
     stage: int
+    reduction: float
     index_in_stage: int
-    rule: InsertionRule
+    residual: bool
+    shift: Position | None
+    difference: Position | None
 
 
 @dataclass
 class BackboneLayout:
-    """The forward order of a backbone's ``forward_features``, split at the paper's stages."""
+    """What tdnzoo read from a backbone's dry run."""
 
     name: str
-    stem: list[tuple[str, nn.Module]]
-    first_stage: tuple[str, nn.Module]
-    late: list[tuple[str, nn.Module]]
-    stage_of: dict[str, int]
+    family: str
+    size: int
     min_size: int
     blocks: list[Block] = field(default_factory=list)
+    stem: list[tuple[str, nn.Module]] = field(default_factory=list)
+    first_stage: tuple[str, nn.Module] | None = None
+    fusion_points: list[Position] = field(default_factory=list)
+    tuple_outputs: set[str] = field(default_factory=set)
+    stem_problem: str | None = None
 
     def blocks_in(self, stages: tuple[int, ...] | list[int]) -> list[Block]:
         return [b for b in self.blocks if b.stage in stages]
@@ -114,190 +95,351 @@ class BackboneLayout:
         return sizes
 
 
-def _unsupported(name: str, why: str) -> UnsupportedBackboneError:
-    families = "\n  - ".join(SUPPORTED_FAMILIES)
-    return UnsupportedBackboneError(
-        f"backbone '{name}' cannot be used by tdnzoo: {why}.\n"
-        f"tdnzoo needs a hierarchical timm 2D CNN with residual blocks. Supported:\n  - {families}"
-    )
+def family_of(model: nn.Module) -> str:
+    """The timm module that defines a model's class (``resnet``, ``vision_transformer``, ...)."""
+    return type(model).__module__.rsplit(".", 1)[-1]
 
 
-def _rule_for(module: nn.Module) -> InsertionRule | None:
-    cls = type(module)
-    rule = _RULES.get((cls.__module__, cls.__name__))
-    if rule is not None:
-        return rule
-    if not _GENERIC_BLOCK.search(cls.__name__) or _NOT_RESIDUAL.search(cls.__name__):
-        return None
-    # Generic fallback: the first convolution (in registration order) of the residual branch.
-    for child_name, child in module.named_children():
-        if _NOT_BRANCH.search(child_name):
-            continue
-        if isinstance(child, nn.Conv2d) or any(isinstance(m, nn.Conv2d) for m in child.modules()):
-            return InsertionRule(child_name, child_name)
-    return None
+def unsupported(name: str, family: str, why: str) -> UnsupportedBackboneError:
+    return UnsupportedBackboneError(f"backbone '{name}' (timm family '{family}') cannot be used by tdnzoo: {why}")
 
 
-def _forward_sequence(model: nn.Module, stage_paths: list[str], name: str) -> list[tuple[str, nn.Module]]:
-    """Top-level modules in registration order until the head, expanded down to the stages."""
-    head = set(_HEAD_NAMES)
-    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
-    if isinstance(classifier, str):
-        head.add(classifier.split(".")[0])
-    seq: list[tuple[str, nn.Module]] = []
+def dry_run_size(model: nn.Module) -> tuple[int, bool]:
+    """The frame size of the dry run and whether the model takes only that size.
 
-    def walk(module: nn.Module, prefix: str) -> bool:
-        for child_name, child in module.named_children():
-            path = prefix + child_name
-            if not prefix and child_name in head:
-                return True
-            if any(p.startswith(path + ".") for p in stage_paths):
-                if not isinstance(child, (nn.Sequential, nn.ModuleList)):
-                    raise _unsupported(name, f"its stages sit inside '{path}', which is not a sequence")
-                walk(child, path + ".")
-            else:
-                seq.append((path, child))
-        return False
-
-    walk(model, "")
-    return seq
-
-
-def _run(seq: list[tuple[str, nn.Module]], x: torch.Tensor) -> torch.Tensor:
-    for _, module in seq:
-        x = module(x)
-    return x
-
-
-def _check_sequence(model: nn.Module, seq: list[tuple[str, nn.Module]], min_size: int, name: str) -> None:
-    """The flattened sequence must compute ``forward_features`` exactly; else we cannot split it."""
-    size = max(64, 2 * min_size)
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            expected = model.forward_features(x)
-            got = _run(seq, x)
-    except Exception as exc:  # a module that needs more than its predecessor's output
-        raise _unsupported(name, f"its forward_features is not a plain sequence of modules ({exc})") from exc
-    finally:
-        model.train(was_training)
-    if expected.shape != got.shape or not torch.allclose(expected, got, atol=1e-5, rtol=1e-4):
-        raise _unsupported(name, "its forward_features is not a plain sequence of its modules")
-
-
-def analyze_backbone(model: nn.Module, name: str | None = None, *, check: bool = True) -> BackboneLayout:
-    """Read a timm model's stages and residual blocks.
-
-    Args:
-        model: a timm 2D CNN (with ``feature_info``, ``forward_features``, ``forward_head``).
-        name: used in error messages; defaults to the model's class name.
-        check: run a small input through the split and compare with ``forward_features``.
-
-    Raises:
-        UnsupportedBackboneError: naming the backbone and what tdnzoo supports.
+    Models with a fixed input size (ViTs, Swin, MaxViT, ...) run at the size they were built for;
+    the others at a small size, twice their deepest reduction and at least 64.
     """
-    name = name or getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
-    info = getattr(model, "feature_info", None)
-    if not info or not all(hasattr(model, m) for m in ("forward_features", "forward_head")):
-        raise _unsupported(name, "it has no timm feature_info / forward_features / forward_head")
-    entries = [(f["module"], int(f["reduction"])) for f in info]
-    reductions = [r for _, r in entries]
-    if any(b <= a for a, b in zip(reductions, reductions[1:])) or 4 not in reductions:
-        raise _unsupported(name, f"its feature reductions {reductions} are not a 2D CNN pyramid (2, 4, 8, ...)")
-    if any(r & (r - 1) for r in reductions):
-        raise _unsupported(name, f"its feature reductions {reductions} are not powers of two")
-    paths = [m for m, _ in entries]
-    seq = _forward_sequence(model, paths, name)
-    seq_names = [p for p, _ in seq]
-    missing = [p for p in paths if p not in seq_names]
-    if missing:
-        raise _unsupported(name, f"its stage modules {missing} are not in the forward order")
-
-    # Stage of every module: modules up to and including a feature entry belong to its stage.
-    stage_of: dict[str, int] = {}
-    pending: list[str] = []
-    reduction_of = dict(entries)
-    for path in seq_names:
-        pending.append(path)
-        if path in reduction_of:
-            stage = int(math.log2(reduction_of[path]))
-            for p in pending:
-                stage_of[p] = stage
-            pending = []
-    for p in pending:  # after the last stage: final convs / norms, same stage as the last
-        stage_of[p] = int(math.log2(reductions[-1]))
-
-    first_path = next(m for m, r in entries if r == 4)
-    first_index = seq_names.index(first_path)
-    min_size = reductions[-1]
-    if check:
-        _check_sequence(model, seq, min_size, name)
-
-    layout = BackboneLayout(
-        name=name,
-        stem=seq[:first_index],
-        first_stage=seq[first_index],
-        late=seq[first_index + 1 :],
-        stage_of=stage_of,
-        min_size=min_size,
-    )
-    for path, module in seq[first_index:]:
-        layout.blocks.extend(_find_blocks(path, module, stage_of[path]))
-    # Block indices count within each stage, across modules of the same stage.
-    counts: dict[int, int] = {}
-    for b in layout.blocks:
-        b.index_in_stage = counts.get(b.stage, 0)
-        counts[b.stage] = b.index_in_stage + 1
-    return layout
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if cfg.get("fixed_input_size"):
+        for owner in (getattr(model, "patch_embed", None), model):
+            size = getattr(owner, "img_size", None)
+            if isinstance(size, int) or (isinstance(size, (tuple, list)) and size):
+                return int(size if isinstance(size, int) else size[-1]), True
+        return int(cfg.get("input_size", (3, 224, 224))[-1]), True
+    reductions = [int(f["reduction"]) for f in getattr(model, "feature_info", None) or []]
+    return max(64, 2 * max(reductions, default=32)), False
 
 
-def _find_blocks(path: str, module: nn.Module, stage: int) -> list[Block]:
-    rule = _rule_for(module)
-    if rule is not None:
-        return [Block(path, module, stage, 0, rule)]
+# -- blocks -----------------------------------------------------------------------------------
+
+
+def _relative(call: Call, ancestor: Call) -> list[str]:
+    return call.path[len(ancestor.path) + 1 :].split(".") if ancestor.path else call.path.split(".")
+
+
+def _in_shortcut(call: Call, block: Call) -> bool:
+    return any(SHORTCUT.match(part) for part in _relative(call, block))
+
+
+def _outermost(calls: list[Call], below: Call) -> list[Call]:
+    """Those of ``calls`` not nested in another of them (looking up to ``below``)."""
+    chosen = set(map(id, calls))
+    result = []
+    for c in calls:
+        parent = c.parent
+        while parent is not None and parent is not below and id(parent) not in chosen:
+            parent = parent.parent
+        if parent is None or parent is below:
+            result.append(c)
+    return result
+
+
+def _is_chain(call: Call) -> bool:
+    """Its children run one after the other on each other's outputs and the last one's output is its output."""
+    if not call.children:
+        return False
+    tensor, fingerprint = call.input, call.input_print
+    for child in call.children:
+        if not child.consumes(tensor, fingerprint):
+            return False
+        tensor, fingerprint = child.output, child.output_print
+    return call.output is tensor and call.output_print == fingerprint
+
+
+def _sub_units(call: Call) -> list[Call]:
     found = []
-    for child_name, child in module.named_children():
-        found.extend(_find_blocks(f"{path}.{child_name}", child, stage))
+    for child in call.children:
+        if is_unit(child.module):
+            found.append(child)
+        else:
+            found.extend(_sub_units(child))
     return found
 
 
-def block_has_residual(block: nn.Module) -> bool:
-    """False for blocks timm builds without a skip (stride or channel change in MobileNets)."""
-    has_skip = getattr(block, "has_skip", None)
-    if has_skip is not None:
-        return bool(has_skip)
-    if hasattr(block, "shortcut") and block.shortcut is None:
+def _find_blocks(call: Call) -> list[Call]:
+    """The smallest repeated units at or below ``call``."""
+    if is_unit(call.module):
+        subs = _sub_units(call)
+        kinds = [type(s.module) for s in subs]
+        repeated = any(kinds.count(k) > 1 for k in kinds)
+        if _is_chain(call) or (len(subs) >= 2 and repeated):
+            inner = [b for s in subs for b in _find_blocks(s)]
+            return inner or [call]
+        return [call]
+    return [b for child in call.children for b in _find_blocks(child)]
+
+
+def _has_residual(call: Call) -> bool:
+    """Whether a block adds its input back (timm's flags, else: a shortcut module, or an output no child returned)."""
+    m = call.module
+    if call.is_leaf:
         return False
-    return True
+    for flag in ("has_skip", "has_residual", "use_res_connect", "use_residual"):
+        if isinstance(getattr(m, flag, None), bool):
+            return getattr(m, flag)
+    if any(SHORTCUT.match(name) and child is not None for name, child in m.named_children()):
+        return True
+    return not _is_chain(call)
 
 
-def op_channels(op: nn.Module) -> int:
-    """Input channels of an op (a conv, or a conv-norm-act wrapper)."""
-    channels = getattr(op, "in_channels", None)
-    if isinstance(channels, int):
-        return channels
-    for m in op.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    raise UnsupportedBackboneError(f"cannot tell the input channels of {type(op).__name__}")
+# -- positions inside a block -----------------------------------------------------------------
 
 
-def insert_before(block: nn.Module, attr_path: str, make: "callable") -> nn.Module:
-    """Replace ``block.<attr_path>`` by ``TemporalInsert(make(channels), op)``; returns the insert."""
-    parent_path, _, leaf = attr_path.rpartition(".")
-    parent = block.get_submodule(parent_path) if parent_path else block
-    op = getattr(parent, leaf)
-    if isinstance(op, TemporalInsert):
-        raise UnsupportedBackboneError(f"'{attr_path}' already has a temporal module")
-    insert = TemporalInsert(make(op_channels(op)), op)
-    setattr(parent, leaf, insert)
-    return insert
+class _Context:
+    """The dry run and what positions are checked against."""
+
+    def __init__(self, trace: Trace, size: int, prefix_tokens: int) -> None:
+        self.trace = trace
+        self.size = size
+        self.prefix_tokens = prefix_tokens
+
+    def layout(self, tensor: torch.Tensor | None) -> MapLayout | None:
+        return detect_layout(tensor, DRY_RUN_BATCH, self.size, self.prefix_tokens)
+
+    def position(self, call: Call, after: bool = False) -> Position | None:
+        """``call``'s op as a position, if the module runs once and sees a per-frame map there."""
+        if not self.trace.called_once(call.module):
+            return None
+        if after and not call.plain_output:
+            return None
+        layout = self.layout(call.output if after else call.input)
+        if layout is None:
+            return None
+        return Position(call.module, call.path, layout, after)
 
 
-def copy_sequence(seq: list[tuple[str, nn.Module]]) -> nn.Sequential:
-    """A deep copy of modules as one ``nn.Sequential``, names kept ('.' becomes '_')."""
-    from collections import OrderedDict
+def _lift(call: Call, block: Call) -> Call:
+    """The outermost reparameterizable module holding ``call`` (up to the block), else ``call``.
 
-    return nn.Sequential(OrderedDict((p.replace(".", "_"), copy.deepcopy(m)) for p, m in seq))
+    Reparameterization rebuilds such a module's inside, which would drop a wrapper placed there.
+    """
+    chosen = call
+    parent = call.parent
+    while parent is not None and parent is not block:
+        if is_reparameterizable(parent.module):
+            chosen = parent
+        parent = parent.parent
+    return block if is_reparameterizable(block.module) else chosen
+
+
+def _branch(block: Call) -> list[Call]:
+    return [c for c in block.descendants() if not _in_shortcut(c, block)]
+
+
+def _input_consumers(block: Call, branch: list[Call]) -> list[Call]:
+    consumers = [c for c in branch if c.consumes(block.input, block.input_print)]
+    return _outermost(consumers, block)
+
+
+def _multi_branch(block: Call, branch: list[Call]) -> bool:
+    return len({id(c.module) for c in _input_consumers(block, branch)}) >= 2
+
+
+def shift_position(block: Call, ctx: _Context) -> Position | None:
+    """Before the first op of the residual branch, normalisations excepted."""
+    branch = _branch(block)
+    if block.is_leaf or is_reparameterizable(block.module) or _multi_branch(block, branch):
+        return ctx.position(block)
+    consumers = _input_consumers(block, branch)
+    if consumers:
+        op = consumers[0]
+    else:  # the block reshapes or concatenates its input first (DenseNet): its first op on a map
+        op = next((c for c in _outermost(branch, block) if ctx.layout(c.input) is not None), None)
+        if op is None:
+            return None
+    while is_norm(op.module):
+        following = _outermost([c for c in branch if c.index > op.index and c.consumes(op.output, op.output_print)], block)
+        if len(following) != 1:
+            return ctx.position(_lift(op, block), after=_lift(op, block) is op)
+        op = following[0]
+    lifted = _lift(op, block)
+    return ctx.position(lifted) or (ctx.position(op) if lifted is op else None)
+
+
+def _is_mixing_op(call: Call) -> bool:
+    return is_spatial_leaf(call.module) or is_token_mixer(call.module)
+
+
+def _is_stream(tensor: torch.Tensor | None, fingerprint, block: Call, branch: list[Call]) -> bool:
+    """A map the branch carries whole: the block's input or an op's output (not a split or windows of one)."""
+    if tensor is None:
+        return False
+    if tensor is block.input and fingerprint == block.input_print:
+        return True
+    return any(c.output is tensor and c.output_print == fingerprint for c in branch)
+
+
+def difference_position(block: Call, ctx: _Context) -> Position | None:
+    """Before the first op that mixes positions, on the full map it works on."""
+    branch = _branch(block)
+    if block.is_leaf or is_reparameterizable(block.module) or _multi_branch(block, branch):
+        return ctx.position(block)
+    mixing = next((c for c in branch if _is_mixing_op(c)), None)
+    if mixing is None:
+        return shift_position(block, ctx)
+    # The op itself or the innermost module holding it that receives a whole map ...
+    call: Call | None = mixing
+    while call is not None and call is not block:
+        if _is_stream(call.input, call.input_print, block, branch) and ctx.layout(call.input) is not None:
+            # ... wrapped at the outermost module receiving that same tensor (a conv-norm-act, not its conv)
+            while (call.parent is not None and call.parent is not block
+                   and call.parent.consumes(call.input, call.input_print)):
+                call = call.parent
+            lifted = _lift(call, block)
+            position = ctx.position(lifted)
+            if position is not None:
+                return position
+            break
+        call = call.parent
+    # ... else after the op that produced the map it splits or windows.
+    earlier = [c for c in branch if c.index < mixing.index and not mixing.within(c) and c.plain_output
+               and _is_stream(c.output, c.output_print, block, branch) and ctx.layout(c.output) is not None]
+    for producer in reversed(_outermost(earlier, block)):
+        lifted = _lift(producer, block)
+        position = ctx.position(lifted, after=lifted is producer)
+        if position is not None:
+            return position
+    return None
+
+
+# -- stages, stem and fusion points -----------------------------------------------------------
+
+
+def _feature_calls(model: nn.Module, trace: Trace) -> list[tuple[Call, int]]:
+    """The feature modules that ran once, with their reductions, in call order."""
+    out = []
+    for info in getattr(model, "feature_info", None) or []:
+        try:
+            module = model.get_submodule(info["module"]) if info["module"] else None
+        except AttributeError:
+            continue
+        calls = trace.calls_of(module) if module is not None else []
+        if len(calls) == 1:
+            out.append((calls[0], int(info["reduction"])))
+    return sorted(out, key=lambda pair: pair[0].exit_index)
+
+
+def _stage_number(reduction: float) -> int:
+    return min(5, max(1, round(math.log2(max(reduction, 1.0)))))
+
+
+def _stem_chain(trace: Trace, first_stage: Call | None) -> tuple[list[Call], bool]:
+    """Modules from the frames towards the first stage, each taking what the last returned.
+
+    Returns the chain and whether it ends exactly at the first stage's input.
+    """
+    tensor, fingerprint = trace.image, fingerprint_of(trace.image)
+    chain: list[Call] = []
+    level = trace.roots
+    while True:
+        for call in level:
+            if first_stage is not None and first_stage.within(call):
+                if call is first_stage:
+                    return chain, call.consumes(tensor, fingerprint)
+                level = call.children
+                break
+            if not (call.consumes(tensor, fingerprint) and call.plain_input):
+                return chain, False
+            chain.append(call)
+            tensor, fingerprint = call.output, call.output_print
+        else:
+            return chain, False
+
+
+def _fusion_point(call: Call, ctx: _Context) -> Position | None:
+    """The deepest module returning ``call``'s output with its final value (parameter-free in most stems)."""
+    producers = [p for p in ctx.trace.producers(call.output, call.output_print, call) if ctx.trace.called_once(p.module)]
+    for producer in reversed(producers):
+        if producer is not call and (_lift(producer, call) is not producer or not producer.plain_output):
+            continue  # inside a reparameterizable module, or returning more: wrap the outer module instead
+        layout = ctx.layout(producer.output)
+        if layout is not None and layout.prefix == 0:
+            return Position(producer.module, producer.path, layout, after=True)
+    return None
+
+
+def _analyze_stem(model: nn.Module, trace: Trace, ctx: _Context, features: list[tuple[Call, int]], layout: BackboneLayout) -> None:
+    first = next(((c, r) for c, r in features if r >= 4), None)
+    first_stage = first[0] if first else None
+    chain, reached = _stem_chain(trace, first_stage)
+    if not chain:
+        layout.stem_problem = "no module takes the frames alone at the start of its forward"
+        return
+    stem_point = _fusion_point(chain[-1], ctx)
+    if stem_point is None:
+        layout.stem_problem = "the stem's output is not a per-frame map"
+        return
+    layout.stem = [(c.path, c.module) for c in chain]
+    layout.tuple_outputs = {c.path for c in chain if not c.plain_output}
+    layout.fusion_points = [stem_point]
+    if reached and first is not None and first[1] == 4 and first_stage.plain_input:
+        stage_point = _fusion_point(first_stage, ctx)
+        if stage_point is not None:
+            layout.first_stage = (first_stage.path, first_stage.module)
+            layout.fusion_points.append(stage_point)
+
+
+def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayout:
+    """Read a timm model's stages, blocks, temporal positions, stem and fusion points from a dry run.
+
+    Args:
+        model: a timm model with ``feature_info``, ``forward_features`` and ``forward_head``.
+        name: used in error messages; defaults to the model's architecture name.
+
+    Raises:
+        UnsupportedBackboneError: naming the backbone, its timm family and the reason.
+    """
+    family = family_of(model)
+    name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+    if not getattr(model, "feature_info", None) or not all(hasattr(model, m) for m in ("forward_features", "forward_head")):
+        raise unsupported(name, family, "it has no timm feature_info / forward_features / forward_head")
+    size, fixed = dry_run_size(model)
+    trace = None
+    for attempt in dict.fromkeys((size, int((model.pretrained_cfg or {}).get("input_size", (3, 224, 224))[-1]))):
+        x = torch.randn(DRY_RUN_BATCH, 3, attempt, attempt, generator=torch.Generator().manual_seed(0))
+        try:
+            trace = trace_forward(model, model.forward_features, x)
+            size = attempt
+            break
+        except Exception as exc:  # noqa: BLE001 - any failure: try the model's own size, then report
+            error = exc
+    if trace is None:
+        raise unsupported(name, family, f"its forward_features fails on {size}x{size} frames ({error})")
+    ctx = _Context(trace, size, int(getattr(model, "num_prefix_tokens", 0) or 0))
+    features = _feature_calls(model, trace)
+    if not features:
+        raise unsupported(name, family, "none of its feature_info modules runs in forward_features")
+
+    reductions = [r for _, r in features]
+    layout = BackboneLayout(name=name, family=family, size=size, min_size=size if fixed else max(reductions))
+    start = next((c.index for c, r in features if r >= 4), features[0][0].index)
+    found: list[Call] = []
+    for root in trace.roots:
+        found.extend(b for b in _find_blocks(root) if b.index >= start and b not in found)
+    if not found:  # a plain stack of convolutions (VGG): each spatial conv is a block, with no residual
+        found = [c for c in trace.calls if c.index >= start and isinstance(c.module, nn.Conv2d) and is_spatial_leaf(c.module)]
+    counts: dict[int, int] = {}
+    for call in found:
+        if not trace.called_once(call.module):
+            continue
+        stage_reduction = next((r for c, r in features if c.exit_index >= call.exit_index), None)
+        grid = ctx.layout(call.output) or ctx.layout(call.input)
+        reduction = size / grid.grid[0] if grid is not None else float(stage_reduction or reductions[-1])
+        stage = _stage_number(stage_reduction or reduction)
+        index = counts.get(stage, 0)
+        counts[stage] = index + 1
+        layout.blocks.append(Block(call.path, call.module, stage, reduction, index, _has_residual(call),
+                                   shift_position(call, ctx), difference_position(call, ctx)))
+    _analyze_stem(model, trace, ctx, features, layout)
+    return layout

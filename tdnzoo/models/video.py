@@ -6,24 +6,17 @@ the mean over segments of per-segment logits.
 """
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import UnsupportedBackboneError
-from ..layers import (
-    LongTermStack,
-    LongTermTDM,
-    SegmentConsensus,
-    ShortTermTDM,
-    TemporalConv,
-    TemporalShift,
-    fuse_difference,
-)
-from .backbone import BackboneLayout, analyze_backbone, block_has_residual, insert_before
+from ..layers import LongTermStack, LongTermTDM, SegmentConsensus, ShortTermTDM, TemporalConv, TemporalShift
+from .backbone import BackboneLayout, Block, Position, analyze_backbone, unsupported
+from .difference import short_term_stream
+from .fusion import DifferenceFusion
+from .insertion import TemporalInsert, replace_module
 
 __all__ = ["METHODS", "VideoClassifier", "official_fusion_weights", "temporalize"]
 
@@ -33,15 +26,6 @@ METHODS = ("tsn", "tsm", "tdn")
 def official_fusion_weights(num_segments: int) -> tuple[float, float]:
     """S-TDM fusion ``(alpha, beta)`` of the official TDN: (0.5, 0.5) at 8 segments, else (0.75, 0.25)."""
     return (0.5, 0.5) if num_segments == 8 else (0.75, 0.25)
-
-
-class _Plan:
-    """Unregistered references to the backbone modules TDN runs itself (no duplicate state)."""
-
-    def __init__(self, stem: list[nn.Module], first_stage: nn.Module, late: list[nn.Module]) -> None:
-        self.stem = tuple(stem)
-        self.first_stage = first_stage
-        self.late = tuple(late)
 
 
 class VideoClassifier(nn.Module):
@@ -69,6 +53,7 @@ class VideoClassifier(nn.Module):
         frames_per_segment: int = 1,
         layout: BackboneLayout,
         short_term: ShortTermTDM | None = None,
+        fusion_points: tuple[str, ...] = (),
         fusion_weights: tuple[float, float] = (0.5, 0.5),
         min_size: int | None = None,
         model_args: dict[str, Any] | None = None,
@@ -82,15 +67,15 @@ class VideoClassifier(nn.Module):
         self.short_term = short_term
         self.consensus = SegmentConsensus(num_segments)
         self.fusion_weights = tuple(float(w) for w in fusion_weights)
+        # Paths in the backbone of the DifferenceFusion wrappers: after the stem, after the first stage.
+        self.fusion_points = tuple(fusion_points)
         self.min_size = int(min_size or layout.min_size)
         self.backbone_name = layout.name
+        self.backbone_family = layout.family
         self.num_classes = int(getattr(backbone, "num_classes", 0))
         self.num_features = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
         self.model_args = dict(model_args or {})
         self.pretrained_cfg = dict(pretrained_cfg or {})
-        self._plan = None
-        if short_term is not None:
-            self._plan = _Plan([m for _, m in layout.stem], layout.first_stage[1], [m for _, m in layout.late])
 
     # -- input ----------------------------------------------------------------------------
     @property
@@ -118,24 +103,29 @@ class VideoClassifier(nn.Module):
 
     # -- timm contract --------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, 3, H, W]`` -> per-segment feature maps ``[B*num_segments, C, h, w]``."""
+        """``[B, T, 3, H, W]`` -> per-segment features, as the backbone's ``forward_features`` returns them.
+
+        ``[B*num_segments, C, h, w]`` for CNNs (tokens ``[B*num_segments, L, C]`` for ViTs). For TDN
+        the S-TDM maps are handed to the backbone's :class:`~tdnzoo.models.fusion.DifferenceFusion`
+        wrappers for this one call and cleared afterwards, whatever happens.
+        """
         self._check_input(x)
         b, _, _, h, w = x.shape
-        if self._plan is None:
+        if self.short_term is None:
             return self.backbone.forward_features(x.reshape(b * self.num_segments, 3, h, w))
         n = b * self.num_segments
         frames = x.reshape(n, self.frames_per_segment * 3, h, w)
-        stem_diff, stage_diff = self.short_term(frames)
+        differences = self.short_term(frames)
         centre = self.frames_per_segment // 2  # the RGB stream sees the centre frame (official x3)
-        y = frames.view(n, self.frames_per_segment, 3, h, w)[:, centre]
-        alpha, beta = self.fusion_weights
-        for module in self._plan.stem:
-            y = module(y)
-        y = fuse_difference(y, stem_diff, alpha, beta)
-        y = fuse_difference(self._plan.first_stage(y), stage_diff, alpha, beta)
-        for module in self._plan.late:
-            y = module(y)
-        return y
+        rgb = frames.view(n, self.frames_per_segment, 3, h, w)[:, centre]
+        points = [self.backbone.get_submodule(path) for path in self.fusion_points]
+        for point, difference in zip(points, differences):
+            point.difference = difference
+        try:
+            return self.backbone.forward_features(rgb)
+        finally:
+            for point in points:
+                point.difference = None
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout, classifier per segment, then the mean over segments.
@@ -163,41 +153,64 @@ class VideoClassifier(nn.Module):
             f"frames_per_segment={self.frames_per_segment}, num_classes={self.num_classes}"
         )
 
-    def __deepcopy__(self, memo: dict) -> "VideoClassifier":
-        # The plan holds references into self.backbone; copy everything in one memo so they
-        # keep pointing at the copied backbone rather than the original.
-        cls = self.__class__
-        new = cls.__new__(cls)
-        memo[id(self)] = new
-        for key, value in self.__dict__.items():
-            setattr(new, key, copy.deepcopy(value, memo))
-        return new
-
 
 def _default_shift_every(layout: BackboneLayout) -> int:
     # Official TSM shifts every other block when the third stage is very deep (ResNet-101).
     return 2 if layout.stage_sizes().get(4, 0) >= 23 else 1
 
 
-def _diff_stem(layout: BackboneLayout, frames_per_segment: int) -> nn.Sequential:
-    """A copy of the stem whose first conv takes the ``(F-1)*3`` difference channels.
+def _temporal_blocks(layout: BackboneLayout, stages: tuple[int, ...], kind: str) -> list[Block]:
+    """Blocks of ``stages`` with a place for a ``kind`` ('shift' or 'difference') module.
 
-    Its weight is the original first conv averaged over its RGB inputs and repeated (official
-    init); its norm layers start fresh, as the official ``conv1_5`` has a new BatchNorm.
+    Only residual blocks when the stages have any (a shift without an identity path loses what it
+    moves; official TSM on MobileNetV2 skips such blocks), else all of them: TSM's in-place variant.
     """
-    stem = nn.Sequential(OrderedDict((p.replace(".", "_"), copy.deepcopy(m)) for p, m in layout.stem))
-    first_conv = next((m for m in stem.modules() if isinstance(m, nn.Conv2d)), None)
-    if first_conv is None or first_conv.in_channels != 3 or first_conv.groups != 1:
-        raise UnsupportedBackboneError(f"backbone '{layout.name}': cannot find the stem's RGB conv for S-TDM")
-    channels = 3 * (frames_per_segment - 1)
-    weight = first_conv.weight.detach().mean(dim=1, keepdim=True)
-    weight = weight.expand(-1, channels, -1, -1).contiguous()
-    first_conv.weight = nn.Parameter(weight)
-    first_conv.in_channels = channels
-    for m in stem.modules():
-        if isinstance(m, nn.modules.batchnorm._NormBase):
-            m.reset_parameters()
-    return stem
+    blocks = [b for b in layout.blocks_in(stages) if getattr(b, kind) is not None]
+    residual = [b for b in blocks if b.residual]
+    return residual or blocks
+
+
+def _insert(backbone: nn.Module, position: Position, make) -> None:
+    """Wrap the op at ``position`` in a :class:`TemporalInsert` of ``make(channels)``."""
+    temporal = make(position.layout.channels)
+    replace_module(backbone, position.module, lambda op: TemporalInsert(temporal, op, position.layout, position.after))
+
+
+def _insert_fusions(backbone: nn.Module, points: list[Position], weights: tuple[float, float]) -> tuple[str, ...]:
+    """Wrap each fusion point's op in a :class:`DifferenceFusion`; returns the wrappers' paths."""
+    wrappers = [
+        replace_module(backbone, p.module, lambda op, p=p: DifferenceFusion(op, *weights, layout=p.layout)) for p in points
+    ]
+    paths = {id(m): name for name, m in backbone.named_modules()}
+    return tuple(paths[id(w)] for w in wrappers)
+
+
+def check_temporal_modules_run(model: "VideoClassifier", size: int) -> None:
+    """Run the model once and check that its forward reaches every temporal module and fusion point.
+
+    A module inserted where the backbone's forward never goes would silently do nothing.
+
+    Raises:
+        UnsupportedBackboneError: naming the modules the forward skipped.
+    """
+    inserted = {name: m for name, m in model.named_modules() if isinstance(m, (TemporalInsert, DifferenceFusion))}
+    if not inserted:
+        return
+    reached: set[str] = set()
+    handles = [m.register_forward_pre_hook(lambda mod, args, name=name: reached.add(name)) for name, m in inserted.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.randn(1, model.num_frames, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    skipped = sorted(set(inserted) - reached)
+    if skipped:
+        raise unsupported(model.backbone_name, model.backbone_family,
+                          f"its forward does not run the temporal modules inserted at {skipped[:4]}")
 
 
 def temporalize(
@@ -222,7 +235,10 @@ def temporalize(
     """Turn a timm 2D CNN into a TSN, TSM or TDN video classifier.
 
     Stages are numbered as in the papers: stage ``k`` outputs at reduction ``2**k`` (stage 2 is
-    ResNet's ``layer1``). Defaults are the official ones.
+    ResNet's ``layer1``). Defaults are the official ones. The backbone keeps its own forward:
+    temporal modules wrap the ops they precede (see :mod:`tdnzoo.models.backbone` for where),
+    and TDN's S-TDM maps join the backbone through :class:`~tdnzoo.models.fusion.DifferenceFusion`
+    wrappers on the ops producing the stem's and the first stage's outputs.
 
     Args:
         backbone: a timm model name or instance (modified in place when an instance).
@@ -276,31 +292,30 @@ def temporalize(
         if num_classes is not None and num_classes != getattr(backbone, "num_classes", None):
             backbone.reset_classifier(num_classes)
 
-    layout = analyze_backbone(backbone, name, check=(method == "tdn"))
+    layout = analyze_backbone(backbone, name)
     model_args: dict[str, Any] = {"num_segments": num_segments, "num_classes": int(backbone.num_classes)}
     short_term = None
+    fusion_points: tuple[str, ...] = ()
     alpha_beta = (1.0, 0.0)
     min_size = layout.min_size
 
     if method == "tsm":
         every = shift_every or _default_shift_every(layout)
-        blocks = [b for b in layout.blocks_in(shift_stages) if b.index_in_stage % every == 0 and block_has_residual(b.module)]
+        blocks = [b for b in _temporal_blocks(layout, shift_stages, "shift") if b.index_in_stage % every == 0]
         if not blocks:
-            raise UnsupportedBackboneError(f"backbone '{name}' has no residual blocks to shift in stages {shift_stages}")
-        for b in blocks:
-            insert_before(b.module, b.rule.shift_before, lambda c: TemporalShift(num_segments, shift_div))
+            raise unsupported(name, layout.family, f"no block in stages {tuple(shift_stages)} has a place for a shift")
+        for block in blocks:
+            _insert(backbone, block.shift, lambda channels: TemporalShift(num_segments, shift_div))
         model_args.update(shift_div=shift_div, shift_stages=tuple(shift_stages), shift_every=shift_every)
     elif method == "tdn":
-        short_term = ShortTermTDM(
-            _diff_stem(layout, frames_per_segment), copy.deepcopy(layout.first_stage[1]), num_segments, frames_per_segment
-        )
+        if not layout.fusion_points:
+            raise unsupported(name, layout.family, f"S-TDM needs a stem: {layout.stem_problem}")
+        short_term = short_term_stream(layout, num_segments, frames_per_segment)  # copied before any insertion
         alpha_beta = tuple(fusion_weights) if fusion_weights is not None else official_fusion_weights(num_segments)
         if long_term or temporal_conv:
-            blocks = [b for b in layout.blocks_in(long_term_stages) if block_has_residual(b.module)]
+            blocks = _temporal_blocks(layout, long_term_stages, "difference")
             if not blocks:
-                raise UnsupportedBackboneError(
-                    f"backbone '{name}' has no residual blocks for L-TDM in stages {long_term_stages}"
-                )
+                raise unsupported(name, layout.family, f"no block in stages {tuple(long_term_stages)} has a place for L-TDM")
 
             def make(channels: int) -> nn.Module:
                 parts: OrderedDict[str, nn.Module] = OrderedDict()
@@ -310,10 +325,11 @@ def temporalize(
                     parts["tconv"] = TemporalConv(channels, num_segments, shift_div)
                 return LongTermStack(parts)
 
-            for b in blocks:
-                insert_before(b.module, b.rule.difference_before, make)
+            for block in blocks:
+                _insert(backbone, block.difference, make)
             if long_term:  # L-TDM average-pools 2x2: its stages need maps of at least 2x2
-                min_size = max(min_size, 2 ** (max(b.stage for b in blocks) + 1))
+                min_size = max(min_size, int(2 * max(b.reduction for b in blocks)))
+        fusion_points = _insert_fusions(backbone, layout.fusion_points, alpha_beta)
         model_args.update(
             frames_per_segment=frames_per_segment,
             shift_div=shift_div,
@@ -347,9 +363,11 @@ def temporalize(
         frames_per_segment=frames_per_segment,
         layout=layout,
         short_term=short_term,
+        fusion_points=fusion_points,
         fusion_weights=alpha_beta,
         min_size=min_size,
         model_args=model_args,
         pretrained_cfg=pretrained_cfg,
     )
+    check_temporal_modules_run(model, layout.size)
     return model
