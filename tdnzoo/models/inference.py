@@ -6,7 +6,7 @@ never sees the folded form.
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 import torch
 from timm.layers import BatchNormAct2d
@@ -96,7 +96,8 @@ def fold_batch_norms(model: nn.Module, example: torch.Tensor) -> int:
     for norm_id, conv_id in pairs.items():
         norm, conv = norms[norm_id], convs[conv_id]
         replacements[conv_id] = fuse_conv_bn_eval(conv, norm)
-        after = nn.Identity() if type(norm) is nn.BatchNorm2d else nn.Sequential(norm.drop, norm.act)
+        # BatchNormAct2d keeps its dropout and activation under their names (paths into them stay valid).
+        after = nn.Identity() if type(norm) is nn.BatchNorm2d else nn.Sequential(OrderedDict(drop=norm.drop, act=norm.act))
         replacements[norm_id] = after
     _replace_modules(model, replacements)
     with torch.no_grad():
