@@ -1,5 +1,4 @@
 """tdnzoo: TSN, TSM and TDN video models on any timm 2D backbone."""
-from .checkpoint import load_checkpoint, save_weights
 from .errors import (
     CheckpointError,
     CheckpointMismatchError,
@@ -9,8 +8,17 @@ from .errors import (
 )
 from .hub import push_to_hub, save_pretrained
 from .labels import load_label_names
-from .models import METHODS, VideoClassifier, create_model, list_models, temporalize
-from .pretrained import get_pretrained_cfg, list_pretrained
+from .models import (
+    METHODS,
+    VideoClassifier,
+    create_model,
+    get_pretrained_cfg,
+    list_models,
+    list_pretrained,
+    load_checkpoint,
+    save_weights,
+    temporalize,
+)
 from .version import __version__
 
 __all__ = [

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..flops import flop_breakdown
 from .allocator import fix_malloc_thresholds
+from .flops import flop_breakdown
 from .machine import machine_info, malloc_description
 from .memory import peak_memory_bytes
 from .timing import Timing, paired_ratio, time_interleaved

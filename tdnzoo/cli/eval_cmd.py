@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.datasets import DATASET_PRESETS
     from ..data.transforms import parse_views, resolve_eval_sizes
-    from ..evaluate import build_eval_dataset, evaluate, load_eval_model, write_report
+    from ..eval import build_eval_dataset, evaluate, load_eval_model, write_report
     from ..train.distributed import setup_distributed
 
     if args.views is None:

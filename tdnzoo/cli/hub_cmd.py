@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_zoo_table(args: argparse.Namespace) -> int:
-    from ..hub import replace_zoo_section, zoo_table
+    from ..models.zoo_table import replace_zoo_section, zoo_table
 
     path = args.write or args.check
     if not path:

@@ -11,7 +11,8 @@ from torch import nn
 
 from ..data.datasets import load_label_names
 from ..data.errors import DataError
-from ..evaluate import _read_checkpoint_meta, load_eval_model
+from ..eval.model import load_eval_model, read_training_meta
+from ..models.checkpoint import load_checkpoint
 
 __all__ = ["class_names_of", "default_device", "load_predict_model"]
 
@@ -37,12 +38,10 @@ def load_predict_model(
     """
     if isinstance(model, nn.Module):
         if checkpoint is not None:
-            from ..checkpoint import load_checkpoint
-
             load_checkpoint(model, checkpoint)
         return model.eval(), _cfg_name(model)
     loaded = load_eval_model(model, checkpoint=checkpoint, num_segments=num_segments)
-    meta = _read_checkpoint_meta(checkpoint) if checkpoint is not None else {}
+    meta = read_training_meta(checkpoint) if checkpoint is not None else {}
     size = (meta.get("args") or {}).get("input_size")
     if size:
         # Predict at the size the checkpoint was trained at (a cfg without tag says the official 224).

@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models import create_model
+from ..models.checkpoint import classifier_name
+
 __all__ = ["FlopCount", "count_flops", "count_params", "flop_breakdown"]
 
 # Element-wise arithmetic, counted one flop per output element (a multiply-add is one flop).
@@ -81,8 +84,6 @@ def _elementwise_handle(inputs: list[Any], outputs: list[Any]) -> int:
 
 def _resolve(model: nn.Module | str, num_segments: int | None) -> nn.Module:
     if isinstance(model, str):
-        from .models import create_model
-
         return create_model(model, num_segments=num_segments)
     if num_segments is not None and num_segments != getattr(model, "num_segments", num_segments):
         raise ValueError(
@@ -118,8 +119,7 @@ def flop_breakdown(model: nn.Module | str, num_segments: int | None = None, inpu
     """
     from fvcore.nn import FlopCountAnalysis
 
-    from .checkpoint import classifier_name
-    from .layers import reference_ops
+    from ..layers import reference_ops
 
     model = _resolve(model, num_segments)
     size = int(input_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, CheckpointMismatchError
+from ..errors import CheckpointError, CheckpointMismatchError
 from .official import convert_official
 
 __all__ = ["load_checkpoint", "read_state_dict", "save_weights", "sha256_of", "check_sha256", "classifier_name"]
