@@ -30,6 +30,7 @@ __all__ = [
     "UnsupportedBackboneError",
     "VideoClassifier",
     "__version__",
+    "count_flops",
     "create_model",
     "get_pretrained_cfg",
     "list_models",
@@ -44,10 +45,22 @@ __all__ = [
 ]
 
 
+_LAZY = ("count_flops", "predict")
+
+
 def __getattr__(name: str):
-    # ``tdnzoo.predict`` brings the video stack (PyAV, torchvision transforms) on first use: `import tdnzoo` stays light.
+    # Imported on first use so that `import tdnzoo` stays light: ``predict`` brings the video stack (PyAV,
+    # torchvision transforms), ``count_flops`` fvcore and the benchmark package.
     if name == "predict":
         from .prediction import predict
 
         return predict
+    if name == "count_flops":
+        from .bench.flops import count_flops
+
+        return count_flops
     raise AttributeError(f"module 'tdnzoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

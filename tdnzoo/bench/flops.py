@@ -9,6 +9,7 @@ total, so that nothing is silently dropped. The TSM shift moves memory and does 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,6 +76,15 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _fvcore_nn() -> Any:
+    """``fvcore.nn``, imported without its import-time notice: its focal-loss module (which tdnzoo does
+    not use) calls ``torch.jit.script``, and recent torch warns that scripting is deprecated."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        import fvcore.nn
+    return fvcore.nn
+
+
 def _elementwise_handle(inputs: list[Any], outputs: list[Any]) -> int:
     from fvcore.nn.jit_handles import get_shape
 
@@ -117,9 +127,9 @@ def flop_breakdown(model: nn.Module | str, num_segments: int | None = None, inpu
         >>> flop_breakdown("tdn_resnet50", input_size=224).gflops  # doctest: +SKIP
         35.86
     """
-    from fvcore.nn import FlopCountAnalysis
-
     from ..layers import reference_ops
+
+    FlopCountAnalysis = _fvcore_nn().FlopCountAnalysis
 
     model = _resolve(model, num_segments)
     size = int(input_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])

@@ -53,6 +53,20 @@ class SpeedConfig:
     # glibc's malloc thresholds fixed for the process (see .allocator); False keeps the process's
     fixed_malloc: bool = True
 
+    def __post_init__(self) -> None:
+        # Checked here, before a run fixes the process's malloc thresholds or builds any model.
+        for name in ("num_segments", "size", "batch", "throughput_batch", "rounds", "num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train and self.train_rounds < 1:
+            raise ValueError(f"train_rounds must be >= 1 (or skip the training step), got {self.train_rounds}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if not self.model_names():
+            raise ValueError("no models to time: give --models, or --methods and --backbones")
+
     def model_names(self) -> list[str]:
         if self.models:
             return list(self.models)
@@ -91,8 +105,6 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
 
     from ..models import create_model
 
-    if config.dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {config.dtype!r}")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
     names = config.model_names()

@@ -47,8 +47,7 @@ def run_zoo_table(args: argparse.Namespace) -> int:
     try:
         new = replace_zoo_section(text)
     except ValueError as exc:
-        print(f"tdnzoo zoo-table: error: {path}: {exc}", file=sys.stderr)
-        return 2
+        raise ValueError(f"{path}: {exc}") from exc  # which file lacks the markers
     if args.check:
         if new != text:
             print(f"{path}: the model zoo table is stale; run `python -m tdnzoo zoo-table --write {path}`",

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, TdnzooError
+from ..hub.loading import is_export_name
 from ..models import create_model
 from ..models.registry import split_tag
 
@@ -39,11 +40,13 @@ def load_eval_model(
     """A model ready to evaluate.
 
     Args:
-        model_name: ``arch`` or ``arch.tag``; optional with a tdnzoo training checkpoint (its own name is used).
+        model_name: ``arch``, ``arch.tag``, or an export (``local-dir:PATH``, ``hf-hub:ORG/NAME[@REV]``);
+            optional with a tdnzoo training checkpoint (its own name is used).
         checkpoint: weights to load strictly: a tdnzoo training checkpoint (``last.pt``/``best.pt``),
             safetensors, or an official TDN/TSM release.
-        num_segments: segments per clip (default: the checkpoint's or the tag's).
-        pretrained: load the tag's published weights; default: when there is a tag and no checkpoint.
+        num_segments: segments per clip (default: the checkpoint's, the tag's or the export's).
+        pretrained: load the tag's published weights or the export's own; default: for a tag or an
+            export, when there is no checkpoint.
 
     Raises:
         TdnzooError: no weights at all (neither a tag nor a checkpoint), or they do not fit.
@@ -56,13 +59,14 @@ def load_eval_model(
         model_name = meta.get("model_name")
         if model_name is None:
             raise TdnzooError("--model is required unless --checkpoint is a tdnzoo training checkpoint")
-    _, tag = split_tag(model_name)
+    # An export carries its weights and a tag names published ones (a dot in an export's path is no tag).
+    has_weights = is_export_name(model_name) or split_tag(model_name)[1] is not None
     if pretrained is None:
-        pretrained = tag is not None and checkpoint is None
+        pretrained = has_weights and checkpoint is None
     if not pretrained and checkpoint is None:
         raise TdnzooError(
             f"no weights to evaluate for '{model_name}': give a pretrained tag (e.g. 'tdn_resnet50.sthv1_8f', "
-            "see `tdnzoo list --pretrained`) or --checkpoint PATH"
+            "see `tdnzoo list --pretrained`), an export ('local-dir:PATH' or 'hf-hub:ORG/NAME') or --checkpoint PATH"
         )
     if num_segments is None and meta:
         num_segments = (meta.get("model_args") or {}).get("num_segments")

@@ -77,7 +77,7 @@ def load_pretrained(model: nn.Module, cfg: dict[str, Any]) -> None:
     except CheckpointMismatchError:
         raise  # lists the keys; the file itself is fine
     except CheckpointError as exc:
-        raise CheckpointError(f"{weights.source}: {exc}. {weights.fix}") from exc
+        raise CheckpointError(f"{weights.source}: {str(exc).rstrip('.')}. {weights.fix}") from exc
 
 
 def classes_in_checkpoint(path: str | os.PathLike) -> int | None:

@@ -28,8 +28,9 @@ def load_predict_model(
     """A model in eval mode and a printable name for it: a module as given, or loaded as ``tdnzoo eval`` does.
 
     Args:
-        model: a module, or ``NAME[.TAG]`` (a tag brings its published weights); optional when
-            ``checkpoint`` is a tdnzoo training checkpoint, which records its model.
+        model: a module, ``NAME[.TAG]`` (a tag brings its published weights) or an export
+            (``local-dir:PATH``, ``hf-hub:ORG/NAME``, with its weights); optional when ``checkpoint``
+            is a tdnzoo training checkpoint, which records its model.
         checkpoint: weights: a training checkpoint, safetensors, or an official release.
         num_segments: segments per clip (default: the checkpoint's or the tag's).
 
