@@ -1,4 +1,4 @@
-"""Measure GFLOPs per view and parameters of pretrained tags, as recorded in ``tdnzoo.pretrained``.
+"""Measure GFLOPs per view and parameters of pretrained tags, as recorded in ``tdnzoo.models.pretrained``.
 
 GFLOPs: fvcore, one multiply-add = one flop, element-wise ops uncounted, one view = one clip
 (all segments, ``frames_per_segment`` frames each) at one 224x224 crop, batch 1.
@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 import tdnzoo
-from tdnzoo.pretrained import PRETRAINED_CFGS, list_pretrained
+from tdnzoo.models.pretrained import PRETRAINED_CFGS
+from tdnzoo.models.registry import list_pretrained
 
 __all__ = ["count_flops", "count_params", "main", "measure_tag"]
 
@@ -27,7 +28,7 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, size: int = 224) -> int:
-    """fvcore flops of one view ``[1, num_frames, 3, size, size]`` in eval mode, as ``tdnzoo.flops`` counts."""
+    """fvcore flops of one view ``[1, num_frames, 3, size, size]`` in eval mode, as ``tdnzoo.bench.flops`` counts."""
     model.eval()
     clip = torch.zeros(1, model.num_frames, 3, size, size)
     with torch.no_grad(), warnings.catch_warnings():

@@ -10,7 +10,7 @@ strictly into the tag's architecture (converting official layouts), writes ``mod
 ``create_model('local-dir:...', pretrained=True)`` and requires identical weights and identical
 outputs. Without ``--push`` it stops there; with ``--push`` and a token (``--token`` or ``HF_TOKEN``)
 it runs ``create_repo(exist_ok=True)`` + ``upload_folder``. It prints the sha256 to record in
-``tdnzoo/pretrained.py``.
+``tdnzoo/models/pretrained.py``.
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 import tdnzoo
-from tdnzoo.checkpoint import sha256_of
 from tdnzoo.errors import TdnzooError
 from tdnzoo.hub import push_to_hub, save_pretrained, write_model_card
 from tdnzoo.hub.loading import read_export_config
-from tdnzoo.pretrained import PRETRAINED_CFGS
+from tdnzoo.models.checkpoint import sha256_of
+from tdnzoo.models.pretrained import PRETRAINED_CFGS
 
 __all__ = ["VerificationError", "export_release", "main", "verify_export"]
 
@@ -81,7 +81,7 @@ def export_release(
     """Convert ``source_path`` into the tag's model, write the Hub folder ``out`` and verify it.
 
     Args:
-        tag: a zoo tag (``arch.tag``) of ``tdnzoo.pretrained.PRETRAINED_CFGS``.
+        tag: a zoo tag (``arch.tag``) of ``tdnzoo.models.pretrained.PRETRAINED_CFGS``.
         source_path: official checkpoint, tdnzoo training checkpoint or safetensors.
         out: the folder to write.
         repo_id: the Hub repository (default: the tag's ``hf_hub_id``).
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sha256 of model.safetensors: {done['sha256']}")
     if not args.push:
         print("not uploaded (no --push). After uploading, set "
-              f"PRETRAINED_CFGS['{args.tag}']['sha256'] = '{done['sha256']}' in tdnzoo/pretrained.py")
+              f"PRETRAINED_CFGS['{args.tag}']['sha256'] = '{done['sha256']}' in tdnzoo/models/pretrained.py")
         return 0
     from huggingface_hub import get_token
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     commit = push_to_hub(done["folder"], done["repo_id"], token=token, private=args.private or None,
                          revision=args.revision, commit_message=f"Publish {args.tag} (tdnzoo {tdnzoo.__version__})")
     print(f"uploaded to https://huggingface.co/{done['repo_id']}: {getattr(commit, 'commit_url', commit)}")
-    print(f"now set PRETRAINED_CFGS['{args.tag}']['sha256'] = '{done['sha256']}' in tdnzoo/pretrained.py")
+    print(f"now set PRETRAINED_CFGS['{args.tag}']['sha256'] = '{done['sha256']}' in tdnzoo/models/pretrained.py")
     return 0
 
 

@@ -1,5 +1,4 @@
 """tdnzoo: TSN, TSM and TDN video models on any timm 2D backbone."""
-from .checkpoint import load_checkpoint, save_weights
 from .errors import (
     CheckpointError,
     CheckpointMismatchError,
@@ -9,8 +8,18 @@ from .errors import (
 )
 from .hub import push_to_hub, save_pretrained
 from .labels import load_label_names
-from .models import METHODS, VideoClassifier, create_model, fuse_for_inference, list_models, temporalize
-from .pretrained import get_pretrained_cfg, list_pretrained
+from .models import (
+    METHODS,
+    VideoClassifier,
+    create_model,
+    fuse_for_inference,
+    get_pretrained_cfg,
+    list_models,
+    list_pretrained,
+    load_checkpoint,
+    save_weights,
+    temporalize,
+)
 from .version import __version__
 
 __all__ = [
@@ -22,6 +31,7 @@ __all__ = [
     "UnsupportedBackboneError",
     "VideoClassifier",
     "__version__",
+    "count_flops",
     "create_model",
     "fuse_for_inference",
     "get_pretrained_cfg",
@@ -37,10 +47,22 @@ __all__ = [
 ]
 
 
+_LAZY = ("count_flops", "predict")
+
+
 def __getattr__(name: str):
-    # ``tdnzoo.predict`` brings the video stack (PyAV, torchvision transforms) on first use: `import tdnzoo` stays light.
+    # Imported on first use so that `import tdnzoo` stays light: ``predict`` brings the video stack (PyAV,
+    # torchvision transforms), ``count_flops`` fvcore and the benchmark package.
     if name == "predict":
         from .prediction import predict
 
         return predict
+    if name == "count_flops":
+        from .bench.flops import count_flops
+
+        return count_flops
     raise AttributeError(f"module 'tdnzoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tdnzoo import accuracy_bench as ab
+from tdnzoo.bench import accuracy as ab
 from tdnzoo.cli import main as cli_main
-from tdnzoo.evaluate import EvalResult, write_report
+from tdnzoo.eval import EvalResult, write_report
 
 from .conftest import torch_threads
 
@@ -93,7 +93,7 @@ def test_rerun_resumes_and_merges_a_real_tdnzoo_eval_report(bench, tmp_path, cap
 
 
 def _fake_eval_report(folder: Path) -> dict:
-    """A report written by tdnzoo.evaluate.write_report for a model with published numbers."""
+    """A report written by tdnzoo.eval.write_report for a model with published numbers."""
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.2, 0.3, 0.5]])
     result = EvalResult(probs=probs, labels=torch.tensor([0, 1, 2, 2]), views=(1, 1), class_names=["a", "b", "c"])
     cfg = {"reported": {"top1": 52.3, "top5": 80.6, "views": "1x1", "source": "TDN paper, Table 6"}}

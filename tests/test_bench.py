@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -226,3 +227,15 @@ def test_part_timers_leave_the_modules_as_they_were():
     with _timed_forwards([module], clock, "relu"):
         module(torch.ones(3))
     assert clock["relu"] > 0 and "forward" not in module.__dict__
+
+
+def test_a_first_run_prints_no_warnings(tmp_path):
+    """A fresh process (so that nothing is imported yet, fvcore included) running `tdnzoo bench` shows every
+    warning once, and there must be none: the one fvcore's import raises on recent torch is silenced where
+    tdnzoo imports it."""
+    argv = [sys.executable, "-W", "always", "-m", "tdnzoo", "bench", "--backbones", "test_resnet", "--num-segments",
+            "2", "--size", "64", "--rounds", "1", "--train-rounds", "1", "--warmup", "0", "--throughput-batch", "2",
+            "--no-progress", "--output", str(tmp_path / "bench")]
+    run = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert "Warning" not in run.stderr and "warn" not in run.stderr.lower(), run.stderr

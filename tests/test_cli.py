@@ -1,9 +1,12 @@
-"""The tdnzoo command: list, info, and clear errors."""
+"""The tdnzoo command: list, info, and one-line errors for bad arguments in every command."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from tdnzoo.cli import main
+import pytest
+
+from tdnzoo.cli import build_parser, iter_commands, main
 
 
 def test_list_filters(capsys):
@@ -22,3 +25,63 @@ def test_info_prints_the_model(capsys):
 def test_unknown_name_is_an_error_not_a_traceback(capsys):
     assert main(["info", "tdn_resnt50"]) == 2
     assert "tdn_resnet50" in capsys.readouterr().err
+
+
+# An invalid value for every command: each must end in one line on stderr, exit status 2, no traceback.
+# A new command fails test_every_command_has_an_invalid_case until it gets a case here.
+def _invalid_calls(tmp: Path) -> dict[str, list[str]]:
+    return {
+        "list": ["list", "--pretrained=yes"],  # argparse's own errors take the same one-line form
+        "info": ["info", "tdn_test_resnet", "--num-segments", "0"],
+        "convert": ["convert", str(tmp / "missing.pth"), str(tmp / "out.safetensors"), "--model", "tsn_test_resnet"],
+        "zoo-table": ["zoo-table", "--check", str(tmp / "missing.md")],
+        "save-pretrained": ["save-pretrained", "tsn_test_resnet", str(tmp / "export"), "--num-segments", "0"],
+        "train": ["train", "--model", "tsn_test_resnet", "--data-root", str(tmp), "--output", str(tmp / "run"),
+                  "--epochs", "0"],
+        "eval": ["eval", "--model", "tsn_test_resnet", "--checkpoint", str(tmp / "missing.pt"), "--data-root",
+                 str(tmp), "--output", str(tmp / "eval")],
+        "predict": ["predict", str(tmp / "clip.mp4"), "--model", "tsn_test_resnet", "--top-k", "0"],
+        "export onnx": ["export", "onnx", "tsn_test_resnet", str(tmp / "model.onnx"), "--num-segments", "0"],
+        "synth": ["synth", "--output", str(tmp / "synth"), "--frames", "0"],
+        "flops": ["flops", "tdn_test_resnet", "--num-segments", "0"],
+        "bench": ["bench", "--num-segments", "0", "--output", str(tmp / "bench")],
+        "bench speed": ["bench", "speed", "--num-segments", "0", "--output", str(tmp / "bench")],
+        "bench breakdown": ["bench", "breakdown", "--num-segments", "0"],
+        "bench accuracy": ["bench", "accuracy", "--output", str(tmp / "accuracy"), "--epochs", "0"],
+    }
+
+
+COMMANDS = sorted(path for path, _ in iter_commands(build_parser()))
+
+
+def test_every_command_has_an_invalid_case(tmp_path):
+    assert "bench accuracy" in COMMANDS and "export onnx" in COMMANDS  # nested commands are found too
+    assert sorted(_invalid_calls(tmp_path)) == COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_bad_arguments_give_one_line_not_a_traceback(command, tmp_path, capsys):
+    argv = _invalid_calls(tmp_path).get(command)
+    assert argv is not None, f"add an invalid call of 'tdnzoo {command}' to _invalid_calls"
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse exits itself
+        code = exc.code
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith(f"tdnzoo {command}: error: "), err
+    assert "Traceback" not in err
+    assert not list(tmp_path.iterdir()), "a rejected call must not leave files behind"
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only what a user can fix is turned into a message: an error of ours still surfaces whole."""
+    import tdnzoo.cli.models_cmd as models_cmd
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(models_cmd, "run_list", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["list"])

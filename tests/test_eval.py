@@ -13,7 +13,7 @@ import torch
 
 from tdnzoo import create_model
 from tdnzoo.cli import main as cli_main
-from tdnzoo.evaluate import EvalResult, build_eval_dataset, evaluate, published_numbers, write_report
+from tdnzoo.eval import EvalResult, build_eval_dataset, evaluate, published_numbers, write_report
 
 from .datagen import make_folder_dataset
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import tdnzoo
+from tdnzoo.bench.flops import count_flops, flop_breakdown
 from tdnzoo.cli import main
-from tdnzoo.flops import count_flops, flop_breakdown
 
 
 @pytest.mark.heavy

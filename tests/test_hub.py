@@ -15,10 +15,10 @@ import torch
 from huggingface_hub import ModelCard, constants
 
 import tdnzoo
-from tdnzoo.checkpoint import sha256_of
 from tdnzoo.errors import CheckpointError
 from tdnzoo.hub import HubFileNotFoundError, parse_export_name, push_to_hub, render_model_card
-from tdnzoo.pretrained import PRETRAINED_CFGS, get_pretrained_cfg
+from tdnzoo.models.checkpoint import sha256_of
+from tdnzoo.models.pretrained import PRETRAINED_CFGS, get_pretrained_cfg
 
 REPO = "tdnzoo-test/tiny-tdn"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

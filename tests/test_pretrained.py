@@ -14,10 +14,11 @@ from huggingface_hub import constants
 import tdnzoo
 from tdnzoo.cli import main as cli_main
 from tdnzoo.errors import UnknownModelError
-from tdnzoo.hub import HubFileNotFoundError, zoo_table
-from tdnzoo.hub.zoo_table import TABLE_END, TABLE_START
+from tdnzoo.hub import HubFileNotFoundError
 from tdnzoo.labels import load_label_names
-from tdnzoo.pretrained import PRETRAINED_CFGS, get_pretrained_cfg, list_pretrained, register_pretrained_cfg
+from tdnzoo.models.pretrained import PRETRAINED_CFGS, get_pretrained_cfg, register_pretrained_cfg, weights_status
+from tdnzoo.models.registry import list_pretrained
+from tdnzoo.models.zoo_table import TABLE_END, TABLE_START, zoo_table
 
 from .conftest import FIXTURES, ROOT
 
@@ -55,7 +56,7 @@ def test_metadata_is_complete(name):
     assert cfg["hf_hub_id"] == f"tdnzoo/{name}" and cfg["hf_hub_revision"] == "main"
     # Not published yet: no hash, and the status says how to get the weights instead.
     assert cfg["sha256"] is None
-    assert "tdnzoo convert" in tdnzoo.pretrained.weights_status(cfg)
+    assert "tdnzoo convert" in weights_status(cfg)
     labels = cfg["label_names"]
     assert len(labels) == cfg["num_classes"] and labels == load_label_names(cfg["dataset"])
 
@@ -141,7 +142,7 @@ def test_gflops_and_params_are_recomputed_from_the_model(arch):
         expected = flops * segments // BASE_SEGMENTS + segments * features * extra
         assert round(expected / 1e9, 2) == cfg["gflops"], name
         assert params + extra * (features + 1) == cfg["params"], name
-    if arch == "tdn_resnet50":  # DESIGN.md: 24.4M parameters and 35.9 GFLOPs at 8x224x224, 174 classes
+    if arch == "tdn_resnet50":  # docs/design.md §2: 24.4M parameters and 35.9 GFLOPs at 8x224x224, 174 classes
         assert round(PRETRAINED_CFGS["tdn_resnet50.sthv1_8f"]["gflops"], 1) == 35.9
         assert round(PRETRAINED_CFGS["tdn_resnet50.sthv1_8f"]["params"] / 1e6, 1) == 24.4
 

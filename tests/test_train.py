@@ -233,7 +233,8 @@ def test_pretrained_initialisations_reach_the_model(data, tmp_path, monkeypatch)
     timm for ImageNet weights. Loading itself is the Hub code's job: here it is replaced by local files."""
     import timm
 
-    import tdnzoo.pretrained as pretrained
+    import tdnzoo.models.builder as builder
+    import tdnzoo.models.pretrained as pretrained
 
     source = create_model("tsn_test_resnet", num_segments=2, num_classes=5)
     monkeypatch.setitem(pretrained.PRETRAINED_CFGS, "tsn_test_resnet.fake_k5",
@@ -244,7 +245,7 @@ def test_pretrained_initialisations_reach_the_model(data, tmp_path, monkeypatch)
         model.load_state_dict(source.state_dict())
         loaded.append(model.num_classes)
 
-    monkeypatch.setattr(pretrained, "load_pretrained", fake_load)
+    monkeypatch.setattr(builder, "load_pretrained", fake_load)
     seen = {}
 
     def spy(*args, pretrained=False, **kwargs):

@@ -105,6 +105,10 @@ def time_breakdown(
     ``fixed_malloc``: fix glibc's malloc thresholds for the process first, as the speed report does
     (see :mod:`.allocator`).
     """
+    for name, value, low in (("num_segments", num_segments, 1), ("size", size, 1), ("rounds", rounds, 1),
+                             ("warmup", warmup, 0)):
+        if value < low:  # before the process's malloc thresholds change
+            raise ValueError(f"{name} must be >= {low}, got {value}")
     thresholds = fix_malloc_thresholds() if fixed_malloc else None
     torch.manual_seed(0)
     tsn = create_model(f"tsn_{backbone}", num_segments=num_segments).eval()

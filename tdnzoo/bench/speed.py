@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..models import fuse_for_inference
 from .allocator import fix_malloc_thresholds
+from .flops import flop_breakdown
 from .machine import machine_info, malloc_description
 from .memory import peak_memory_bytes
 from .timing import Timing, paired_ratio, time_interleaved
@@ -58,6 +59,20 @@ class SpeedConfig:
     official_tdn: str | None = None
     # glibc's malloc thresholds fixed for the process (see .allocator); False keeps the process's
     fixed_malloc: bool = True
+
+    def __post_init__(self) -> None:
+        # Checked here, before a run fixes the process's malloc thresholds or builds any model.
+        for name in ("num_segments", "size", "batch", "throughput_batch", "rounds", "num_classes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train and self.train_rounds < 1:
+            raise ValueError(f"train_rounds must be >= 1 (or skip the training step), got {self.train_rounds}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+        if not self.model_names():
+            raise ValueError("no models to time: give --models, or --methods and --backbones")
 
     def model_names(self) -> list[str]:
         if self.models:
@@ -103,8 +118,6 @@ def _measure_flops(model: torch.nn.Module, size: int) -> tuple[dict[str, Any], s
     """``params`` and, with fvcore installed, ``gflops``; or a note saying why FLOPs are missing."""
     params = sum(p.numel() for p in model.parameters())
     try:
-        from ..flops import flop_breakdown  # fvcore, imported on use
-
         fc = flop_breakdown(model, input_size=size)
     except ImportError as exc:  # fvcore missing (e.g. a GPU machine installed with --no-deps)
         return {"params": params, "gflops": None, "elementwise_gflops": None}, f"GFLOPs not counted: {exc}"
@@ -117,8 +130,6 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
 
     from ..models import create_model
 
-    if config.dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {config.dtype!r}")
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
     if not config.throughput_batches or min(config.throughput_batches) < 1:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from . import bench_accuracy
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -76,19 +77,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_malloc_argument(breakdown)
     breakdown.set_defaults(func=run_breakdown)
     accuracy = modes.add_parser("accuracy", help="train and compare TSN/TSM/TDN on a generated temporal dataset")
-    try:
-        module = importlib.import_module("tdnzoo.accuracy_bench")
-    except ModuleNotFoundError:
-        accuracy.set_defaults(func=lambda args: print("the accuracy benchmark is not installed") or 2)
-    else:
-        module.add_arguments(accuracy)
-        accuracy.set_defaults(func=module.run)
+    bench_accuracy.add_arguments(accuracy)
 
 
 def run_flops(args: argparse.Namespace) -> int:
     import json
 
-    from ..flops import flop_breakdown
+    from ..bench.flops import flop_breakdown
 
     result = flop_breakdown(args.name, num_segments=args.num_segments, input_size=args.size)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.table())

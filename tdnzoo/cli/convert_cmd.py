@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import save_weights
     from ..models import create_model
+    from ..models.checkpoint import save_weights
 
     model = create_model(args.model, num_classes=args.num_classes, num_segments=args.num_segments,
                          checkpoint_path=args.src)

@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "softmax scores are averaged over views. Writes report.json, report.md (published numbers beside "
         "the measured ones when the model has them) and confusion.png into --output. Works under torchrun.",
     )
-    p.add_argument("--model", default=None, help="NAME[.TAG]; optional with a tdnzoo training checkpoint")
+    p.add_argument("--model", default=None,
+                   help="NAME[.TAG], or an export with its weights: local-dir:PATH or hf-hub:ORG/NAME[@REV]; "
+                   "optional with a tdnzoo training checkpoint")
     p.add_argument("--checkpoint", default=None, help="weights: training checkpoint, safetensors or official release")
     p.add_argument("--data-root", required=True, help="data folder")
     p.add_argument("--dataset", default="folder", choices=("folder", "sthv1", "sthv2", "kinetics"))
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.datasets import DATASET_PRESETS
     from ..data.transforms import parse_views, resolve_eval_sizes
-    from ..evaluate import build_eval_dataset, evaluate, load_eval_model, write_report
+    from ..eval import build_eval_dataset, evaluate, load_eval_model, write_report
     from ..train.distributed import setup_distributed
 
     if args.views is None:

@@ -39,14 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    try:
-        return _export_onnx(args)
-    except ValueError as exc:  # bad sizes or arguments: a message, not a traceback
-        print(f"tdnzoo export onnx: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _export_onnx(args: argparse.Namespace) -> int:
     from ..export.onnx import DEFAULT_OPSET, export_onnx
     from ..models import create_model
 

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_zoo_table(args: argparse.Namespace) -> int:
-    from ..hub import replace_zoo_section, zoo_table
+    from ..models.zoo_table import replace_zoo_section, zoo_table
 
     path = args.write or args.check
     if not path:
@@ -47,8 +47,7 @@ def run_zoo_table(args: argparse.Namespace) -> int:
     try:
         new = replace_zoo_section(text)
     except ValueError as exc:
-        print(f"tdnzoo zoo-table: error: {path}: {exc}", file=sys.stderr)
-        return 2
+        raise ValueError(f"{path}: {exc}") from exc  # which file lacks the markers
     if args.check:
         if new != text:
             print(f"{path}: the model zoo table is stale; run `python -m tdnzoo zoo-table --write {path}`",

@@ -36,7 +36,7 @@ def _show(value: object) -> str:
 
 def run_info(args: argparse.Namespace) -> int:
     from ..models import create_model
-    from ..pretrained import weights_status
+    from ..models.pretrained import weights_status
 
     model = create_model(args.name, num_segments=args.num_segments)  # metadata only: no weights needed
     info = dict(model.pretrained_cfg)

@@ -1,7 +1,7 @@
 """``tdnzoo predict``: top classes of video files, or scores along long videos (sliding windows).
 
 Exit status: 0 when at least one video got a result, 1 when every video failed to decode,
-2 for a usage error (bad model, checkpoint, labels, window).
+2 for a usage error (bad model, checkpoint, labels, window), reported by :func:`tdnzoo.cli.main`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "<video>.windows.csv, <video>.windows.json and <video>.timeline.png into --output.",
     )
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (or frame folders)")
-    p.add_argument("--model", default=None, help="NAME[.TAG]; optional with a tdnzoo training checkpoint")
+    p.add_argument("--model", default=None,
+                   help="NAME[.TAG], or an export with its weights: local-dir:PATH or hf-hub:ORG/NAME[@REV]; "
+                   "optional with a tdnzoo training checkpoint")
     p.add_argument("--checkpoint", default=None, help="weights: training checkpoint, safetensors or official release")
     p.add_argument("--num-segments", type=int, default=None, help="segments per clip (default: the model's)")
     p.add_argument("--top-k", type=int, default=5, help="classes to show per video or window (default 5)")
@@ -72,24 +74,16 @@ def run(args: argparse.Namespace) -> int:
 
     sliding = args.sliding or args.window is not None or args.stride is not None
     if args.top_k < 1 or args.batch_size < 1 or args.workers < 0:
-        _error("--top-k and --batch-size must be >= 1, --workers >= 0")
-        return 2
-    try:
-        model, name = load_predict_model(args.model, checkpoint=args.checkpoint, num_segments=args.num_segments)
-        views = args.views if args.views is not None or not sliding else "1x1"
-        spec = resolve_view_spec(model, views=views, input_size=args.input_size, full_res=args.full_res)
-        names = class_names_of(model, args.labels)
-        if sliding:  # catch a malformed span now rather than once per video
-            parse_span(args.window or "2s", 1.0, name="--window")
-            if args.stride is not None:
-                parse_span(args.stride, 1.0, name="--stride")
-    except ValueError as exc:  # bad views; errors of tdnzoo (a TdnzooError) are reported by the caller
-        from ..errors import TdnzooError
-
-        if isinstance(exc, TdnzooError):
-            raise
-        _error(str(exc))
-        return 2
+        raise ValueError(f"--top-k and --batch-size must be >= 1 and --workers >= 0, got {args.top_k}, "
+                         f"{args.batch_size} and {args.workers}")
+    if sliding:  # catch a malformed span now rather than once per video
+        parse_span(args.window or "2s", 1.0, name="--window")
+        if args.stride is not None:
+            parse_span(args.stride, 1.0, name="--stride")
+    model, name = load_predict_model(args.model, checkpoint=args.checkpoint, num_segments=args.num_segments)
+    views = args.views if args.views is not None or not sliding else "1x1"
+    spec = resolve_view_spec(model, views=views, input_size=args.input_size, full_res=args.full_res)
+    names = class_names_of(model, args.labels)
     device = default_device(args.device)
     model.to(device)
     header = {"model": name, "num_segments": spec.num_segments, "frames_per_segment": spec.frames_per_segment,

@@ -51,20 +51,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {c.kind:<13}  reversed: {c.reverse_of:<{width}}  {c.description}")
         return 0
     if not args.output:
-        print("tdnzoo synth: error: --output is required (or use --list-classes)", file=sys.stderr)
-        return 2
+        raise ValueError("--output is required (or use --list-classes)")
     classes = None
     if args.classes:
         classes = [c for item in args.classes for c in item.split(",") if c]
     started = time.perf_counter()
-    try:
-        manifest = syn.generate_dataset(
-            args.output, classes=classes, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size,
-            seed=args.seed, difficulty=args.difficulty, splits=args.splits, fps=args.fps, codec=args.codec,
-            crf=args.crf, workers=args.workers, progress=sys.stderr.isatty())
-    except (ValueError, FileExistsError) as exc:
-        print(f"tdnzoo synth: error: {exc}", file=sys.stderr)
-        return 2
+    manifest = syn.generate_dataset(
+        args.output, classes=classes, videos_per_class=args.videos_per_class, frames=args.frames, size=args.size,
+        seed=args.seed, difficulty=args.difficulty, splits=args.splits, fps=args.fps, codec=args.codec,
+        crf=args.crf, workers=args.workers, progress=sys.stderr.isatty())
     per_split = ", ".join(f"{split} {sum(c.values())}" for split, c in manifest["counts"].items())
     s = manifest["settings"]
     print(f"{args.output}: {manifest['num_videos']} videos ({per_split}) of {len(manifest['classes'])} classes, "

@@ -81,7 +81,8 @@ def config_from_args(args: argparse.Namespace):
     """The :class:`~tdnzoo.train.TrainConfig` of parsed arguments: YAML values, then explicit flags."""
     from ..train import TrainConfig, load_config_file
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose", "config")}
+    # Keys the parser adds for dispatching, not training options.
+    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "command_path", "verbose", "config")}
     values = load_config_file(args.config) if getattr(args, "config", None) else {}
     values = {str(k).replace("-", "_"): v for k, v in values.items()}
     values.update(given)

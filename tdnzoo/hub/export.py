@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import save_weights, sha256_of
+from ..models.checkpoint import save_weights, sha256_of
 from ..version import __version__
 from .card import render_model_card
 

@@ -1,9 +1,18 @@
-"""Video models: the classifier, the factory and the registry."""
+"""Video models, their names and their weights.
+
+- the architecture: :mod:`.video` (the classifier, ``temporalize``) and :mod:`.backbone` (where the modules go);
+- names and weights: :mod:`.registry` (names, ``list_models``), :mod:`.pretrained` (one metadata record
+  per released weight), :mod:`.checkpoint` and :mod:`.official` (reading, converting, writing weights),
+  :mod:`.zoo_table` (the README's table from the records);
+- building: :mod:`.factory` (``create_model``) and :mod:`.builder`, the one path that builds a model.
+"""
 from .backbone import analyze_backbone
+from .checkpoint import load_checkpoint, save_weights
 from .factory import create_model
 from .inference import fold_batch_norms, fuse_for_inference
 from .insertion import TemporalInsert
-from .registry import COMMON_BACKBONES, list_models, parse_model_name
+from .pretrained import PRETRAINED_CFGS, get_pretrained_cfg, register_pretrained_cfg
+from .registry import COMMON_BACKBONES, list_models, list_pretrained, parse_model_name
 from .video import METHODS, VideoClassifier, official_fusion_weights, temporalize
 
 __all__ = [
@@ -11,12 +20,18 @@ __all__ = [
     "fuse_for_inference",
     "COMMON_BACKBONES",
     "METHODS",
+    "PRETRAINED_CFGS",
     "TemporalInsert",
     "VideoClassifier",
     "analyze_backbone",
     "create_model",
+    "get_pretrained_cfg",
     "list_models",
+    "list_pretrained",
+    "load_checkpoint",
     "official_fusion_weights",
     "parse_model_name",
+    "register_pretrained_cfg",
+    "save_weights",
     "temporalize",
 ]

@@ -1,7 +1,7 @@
 """Model names: ``<method>_<timm backbone>[.<pretrained tag>]``, e.g. ``tdn_resnet50.sthv1_8f``.
 
 Any timm 2D CNN works as ``<backbone>`` without registration; ``COMMON_BACKBONES`` are the ones
-``list_models`` shows. Pretrained tags are registered by :mod:`tdnzoo.pretrained`.
+``list_models`` shows. Pretrained tags are registered in :mod:`tdnzoo.models.pretrained`.
 """
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import re
 from functools import lru_cache
 
 from ..errors import UnknownModelError
+from .pretrained import pretrained_names
 from .video import METHODS
 
-__all__ = ["COMMON_BACKBONES", "list_models", "parse_model_name", "split_tag"]
+__all__ = ["COMMON_BACKBONES", "list_models", "list_pretrained", "parse_model_name", "split_tag"]
 
 COMMON_BACKBONES = (
     "resnet18",
@@ -103,9 +104,7 @@ def list_models(
         ['tdn_resnet18', 'tdn_resnet34']
     """
     if pretrained:
-        from ..pretrained import pretrained_names
-
-        names = list(pretrained_names())
+        names = pretrained_names()
     else:
         names = [f"{m}_{b}" for m in METHODS for b in COMMON_BACKBONES]
     filters = [filter] if isinstance(filter, str) else list(filter)
@@ -116,3 +115,13 @@ def list_models(
         if ex:
             names = [n for n in names if not fnmatch.fnmatch(n, ex)]
     return sorted(set(names), key=_natural_key)
+
+
+def list_pretrained(filter: str | list[str] = "", exclude_filters: str | list[str] = "") -> list[str]:
+    """``arch.tag`` names with pretrained weights, matching ``filter`` (fnmatch), naturally sorted.
+
+    Example:
+        >>> list_pretrained('tsm_*')[:2]
+        ['tsm_resnet50.k400_8f', 'tsm_resnet50.sthv1_8f']
+    """
+    return list_models(filter, pretrained=True, exclude_filters=exclude_filters)

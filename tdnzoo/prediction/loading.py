@@ -11,7 +11,8 @@ from torch import nn
 
 from ..data.datasets import load_label_names
 from ..data.errors import DataError
-from ..evaluate import _read_checkpoint_meta, load_eval_model
+from ..eval.model import load_eval_model, read_training_meta
+from ..models.checkpoint import load_checkpoint
 
 __all__ = ["class_names_of", "default_device", "load_predict_model"]
 
@@ -27,8 +28,9 @@ def load_predict_model(
     """A model in eval mode and a printable name for it: a module as given, or loaded as ``tdnzoo eval`` does.
 
     Args:
-        model: a module, or ``NAME[.TAG]`` (a tag brings its published weights); optional when
-            ``checkpoint`` is a tdnzoo training checkpoint, which records its model.
+        model: a module, ``NAME[.TAG]`` (a tag brings its published weights) or an export
+            (``local-dir:PATH``, ``hf-hub:ORG/NAME``, with its weights); optional when ``checkpoint``
+            is a tdnzoo training checkpoint, which records its model.
         checkpoint: weights: a training checkpoint, safetensors, or an official release.
         num_segments: segments per clip (default: the checkpoint's or the tag's).
 
@@ -37,12 +39,10 @@ def load_predict_model(
     """
     if isinstance(model, nn.Module):
         if checkpoint is not None:
-            from ..checkpoint import load_checkpoint
-
             load_checkpoint(model, checkpoint)
         return model.eval(), _cfg_name(model)
     loaded = load_eval_model(model, checkpoint=checkpoint, num_segments=num_segments)
-    meta = _read_checkpoint_meta(checkpoint) if checkpoint is not None else {}
+    meta = read_training_meta(checkpoint) if checkpoint is not None else {}
     size = (meta.get("args") or {}).get("input_size")
     if size:
         # Predict at the size the checkpoint was trained at (a cfg without tag says the official 224).

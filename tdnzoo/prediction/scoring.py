@@ -13,7 +13,7 @@ from collections.abc import Hashable
 import torch
 from torch import nn
 
-from ..evaluate import average_view_scores
+from ..eval.scores import average_view_scores
 
 __all__ = ["ViewScorer"]
 

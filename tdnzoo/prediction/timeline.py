@@ -1,18 +1,40 @@
-"""The timeline PNG of sliding-window scores (matplotlib's Agg canvas: no display, no global backend change)."""
+"""The timeline PNG of sliding-window scores (matplotlib's Agg canvas: no display, no global backend change).
+
+It reads the scores through the :class:`WindowTimeline` protocol, which
+:class:`~tdnzoo.prediction.windows.WindowScores` satisfies, so that the windows module imports
+this one and not the reverse.
+"""
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .windows import WindowScores
+import torch
 
-__all__ = ["plot_timeline"]
+__all__ = ["WindowTimeline", "plot_timeline"]
 
 
-def plot_timeline(scores: WindowScores, path: str | os.PathLike, *, num_classes: int = 5, title: str | None = None) -> Path:
+class WindowTimeline(Protocol):
+    """What the plot reads of per-window scores."""
+
+    video: str
+    probs: torch.Tensor  # [W, C]
+    bounds: list[tuple[int, int]]
+    fps: float | None
+    num_frames: int
+    window: int
+    stride: int
+    class_names: list[str]
+
+    def __len__(self) -> int: ...
+
+    def timeline_classes(self, n: int = 5) -> Sequence[int]: ...
+
+
+def plot_timeline(scores: WindowTimeline, path: str | os.PathLike, *, num_classes: int = 5, title: str | None = None) -> Path:
     """Probabilities of the ``num_classes`` top classes at each window's centre, and a strip of each
     window's best class underneath. The x axis is in seconds when the frame rate is known, else in frames.
     """

@@ -141,8 +141,9 @@ def predict(
 
     Args:
         videos: one path or several.
-        model: ``NAME[.TAG]`` (a tag loads its published weights), or a module; optional with a
-            tdnzoo training ``checkpoint``.
+        model: ``NAME[.TAG]`` (a tag loads its published weights), an export with its weights
+            (``local-dir:PATH``, ``hf-hub:ORG/NAME[@REV]``), or a module; optional with a tdnzoo
+            training ``checkpoint``.
         checkpoint: weights to load (training checkpoint, safetensors, official release).
         num_segments: segments per clip (default: the checkpoint's or the tag's).
         top_k: classes per video.

@@ -32,6 +32,7 @@ from .frames import iter_frames, video_fps
 from .loading import class_names_of, load_predict_model
 from .scoring import ViewScorer
 from .spec import ViewSpec, resolve_view_spec
+from .timeline import plot_timeline
 from .videos import ClassScore, _place, top_classes
 
 __all__ = ["WindowScores", "parse_span", "predict_windows", "score_windows", "window_bounds"]
@@ -188,8 +189,6 @@ class WindowScores:
 
     def plot_timeline(self, path: str | os.PathLike, *, num_classes: int = 5, title: str | None = None) -> Path:
         """A PNG of the probabilities of the top classes (see :meth:`timeline_classes`) along the video."""
-        from .timeline import plot_timeline
-
         return plot_timeline(self, path, num_classes=num_classes, title=title)
 
     def save(

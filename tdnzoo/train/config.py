@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["TrainConfig", "load_config_file"]
 
-# Official step schedules (DESIGN.md §5) as fractions of the run: Something-Something decays at
+# Official step schedules (docs/design.md §5) as fractions of the run: Something-Something decays at
 # 30/45/55 of 60 epochs, Kinetics at 50/75/90 of 100.
 _STEP_FRACTIONS = {"kinetics": (0.5, 0.75, 0.9)}
 _DEFAULT_STEP_FRACTIONS = (30 / 60, 45 / 60, 55 / 60)

@@ -2,7 +2,7 @@
 
 One call generates the dataset (:mod:`tdnzoo.data.synthetic`, mp4 files in the folder layout), trains every
 method with :func:`tdnzoo.train.train` on the same backbone, budget and seed (so through the real decoding,
-sampling and transform pipeline), evaluates the last checkpoints with :func:`tdnzoo.evaluate.evaluate` and writes
+sampling and transform pipeline), evaluates the last checkpoints with :func:`tdnzoo.eval.evaluate` and writes
 a report folder:
 
 * ``results.json``: per model top-1, top-5, accuracy on the time-reversed pairs (and the chance-50% direction
@@ -15,31 +15,33 @@ Reports of ``tdnzoo eval`` on real datasets (``report.json``) merge into the sam
 published numbers beside the measured ones.
 
 Example:
-    >>> from tdnzoo.accuracy_bench import run_accuracy_benchmark
+    >>> from tdnzoo.bench.accuracy import run_accuracy_benchmark
     >>> results = run_accuracy_benchmark("bench_acc")          # the default size: ~10 min of 2-core CPU time
     >>> {m["method"]: m["reversal_top1"] for m in results["models"]}
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import platform
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..version import __version__
+
+# Training, evaluation and the video generator are imported where used: the CLI reads DEFAULTS at start-up.
+
 __all__ = [
     "DEFAULTS",
     "METHODS",
-    "add_arguments",
     "class_group_metrics",
+    "format_summary",
     "load_eval_reports",
-    "run",
+    "merge_reports",
     "run_accuracy_benchmark",
     "write_accuracy_report",
 ]
@@ -158,8 +160,6 @@ def _environment() -> dict[str, Any]:
     import timm
     import torch
 
-    from .version import __version__
-
     cpu = platform.processor() or platform.machine()
     try:  # the model name is in /proc/cpuinfo on Linux; platform.processor() is often empty there
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -182,7 +182,7 @@ def _environment() -> dict[str, Any]:
 
 def _flip_label_map(class_names: Sequence[str]) -> dict[int, int]:
     """Label swaps under a horizontal flip (the generator's ``HFLIP_OF``: left/right, clockwise/counter-clockwise)."""
-    from .data.synthetic import HFLIP_OF
+    from ..data.synthetic import HFLIP_OF
 
     index = {n: i for i, n in enumerate(class_names)}
     return {index[a]: index[b] for a, b in HFLIP_OF.items() if a != b and a in index and b in index}
@@ -255,9 +255,9 @@ def run_accuracy_benchmark(
     """
     import torch
 
-    from .data.synthetic import generate_dataset
-    from .evaluate import build_eval_dataset, evaluate, load_eval_model
-    from .train import TrainConfig, train
+    from ..data.synthetic import generate_dataset
+    from ..eval import build_eval_dataset, evaluate, load_eval_model
+    from ..train import TrainConfig, train
 
     methods = tuple(methods)
     _check_args(methods, epochs, num_segments, size, videos_per_class)
@@ -499,7 +499,7 @@ def write_accuracy_report(results: dict[str, Any], output: str | os.PathLike) ->
     """
     import torch
 
-    from .evaluate import _plot_confusion
+    from ..eval.confusion import plot_confusion
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -516,7 +516,7 @@ def write_accuracy_report(results: dict[str, Any], output: str | os.PathLike) ->
         for m in results["models"]:
             key = f"confusion_{m['method']}"
             paths[key] = output / f"{key}.png"
-            _plot_confusion(torch.tensor(m["confusion"]), s["classes"], paths[key], f"{m['model']} (synthetic val)")
+            plot_confusion(torch.tensor(m["confusion"]), s["classes"], paths[key], f"{m['model']} (synthetic val)")
 
     lines = ["# Accuracy benchmark: TSN vs TSM vs TDN on synthetic temporal-reasoning videos", ""]
     if results["models"]:
@@ -584,84 +584,32 @@ def write_accuracy_report(results: dict[str, Any], output: str | os.PathLike) ->
     return paths
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Command line.
+def merge_reports(output: str | os.PathLike, merge_eval: Sequence[str | os.PathLike]) -> dict[str, Any]:
+    """Rewrite the report in ``output`` from its ``results.json`` (if any) plus ``tdnzoo eval`` reports, training
+    nothing; a report merged before is replaced by its new version.
+
+    Raises:
+        ValueError: a path that is not a ``tdnzoo eval`` report.
+    """
+    output = Path(output)
+    rows = load_eval_reports(merge_eval)
+    existing = output / RESULTS
+    results = json.loads(existing.read_text(encoding="utf-8")) if existing.is_file() else {
+        "format": "tdnzoo-accuracy-bench", "version": 1, "settings": {}, "models": [], **_environment()}
+    known = {r["source_report"] for r in rows}
+    results["real_datasets"] = [r for r in results.get("real_datasets", []) if r["source_report"] not in known] + rows
+    write_accuracy_report(results, output)
+    return results
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the benchmark's options to ``parser`` (``tdnzoo bench accuracy``)."""
-    d = DEFAULTS
-    parser.add_argument("--output", "-o", required=True, help="report folder (data and runs go inside; reruns resume)")
-    parser.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
-                        help="synthetic classes, space- or comma-separated (default: the five time-reversed pairs and "
-                        "two appearance classes; `tdnzoo synth --list-classes` lists them all)")
-    parser.add_argument("--videos-per-class", type=int, default=d["videos_per_class"], metavar="N",
-                        help=f"videos per class, 3/4 train 1/4 val (default {d['videos_per_class']})")
-    parser.add_argument("--frames", type=int, default=d["frames"], metavar="N",
-                        help=f"frames per video (default {d['frames']})")
-    parser.add_argument("--video-size", type=int, default=None, metavar="S",
-                        help="video side in pixels (default: --size)")
-    parser.add_argument("--num-segments", type=int, default=d["num_segments"], metavar="N",
-                        help=f"segments per clip (default {d['num_segments']})")
-    parser.add_argument("--size", type=int, default=d["size"], metavar="S",
-                        help=f"input crop side (default {d['size']})")
-    parser.add_argument("--backbone", default=d["backbone"], help=f"timm backbone (default {d['backbone']})")
-    parser.add_argument("--epochs", type=int, default=d["epochs"], help=f"training epochs (default {d['epochs']})")
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"default {d['batch_size']}")
-    parser.add_argument("--lr", type=float, default=d["lr"], help=f"AdamW learning rate (default {d['lr']:g})")
-    parser.add_argument("--seed", type=int, default=d["seed"], help=f"default {d['seed']}")
-    parser.add_argument("--difficulty", default=d["difficulty"], choices=("easy", "normal", "hard"),
-                        help=f"synthetic clutter and noise (default {d['difficulty']})")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="default: all three")
-    parser.add_argument("--workers", type=int, default=d["workers"],
-                        help=f"data-loading and generation processes (default {d['workers']})")
-    parser.add_argument("--data-dir", default=None, help="where the dataset goes (default OUTPUT/data)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: OMP_NUM_THREADS or one per core; 1 is best on a busy machine)")
-    parser.add_argument("--merge-eval", nargs="+", default=[], metavar="PATH",
-                        help="`tdnzoo eval` reports (report.json or its folder) to add as real-dataset rows")
-    parser.add_argument("--only-merge", action="store_true",
-                        help="train nothing: rewrite the report from OUTPUT/results.json (if any) plus --merge-eval")
-    parser.add_argument("--progress", action="store_true", help="progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``tdnzoo bench accuracy`` from parsed :func:`add_arguments` options; returns the exit code."""
-    if args.only_merge:
-        output = Path(args.output)
-        try:
-            rows = load_eval_reports(args.merge_eval)
-        except ValueError as exc:
-            print(f"tdnzoo bench accuracy: error: {exc}", file=sys.stderr)
-            return 2
-        existing = output / RESULTS
-        results = json.loads(existing.read_text(encoding="utf-8")) if existing.is_file() else {
-            "format": "tdnzoo-accuracy-bench", "version": 1, "settings": {}, "models": [], **_environment()}
-        known = {r["source_report"] for r in rows}
-        results["real_datasets"] = [r for r in results.get("real_datasets", []) if r["source_report"] not in known] + rows
-        write_accuracy_report(results, output)
-        print(f"report: {output / REPORT}")
-        return 0
-    classes = None
-    if args.classes:
-        classes = [c for item in args.classes for c in item.split(",") if c]
-    try:
-        results = run_accuracy_benchmark(
-            args.output, classes=classes, videos_per_class=args.videos_per_class, frames=args.frames,
-            video_size=args.video_size, num_segments=args.num_segments, size=args.size, backbone=args.backbone,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, difficulty=args.difficulty,
-            methods=args.methods, workers=args.workers, data_dir=args.data_dir, merge_eval=args.merge_eval,
-            device=args.device, threads=args.threads, progress=args.progress,
-        )
-    except (ValueError, FileExistsError) as exc:
-        print(f"tdnzoo bench accuracy: error: {exc}", file=sys.stderr)
-        return 2
-    for m in results["models"]:
-        print(f"{m['model']}: top-1 {m['top1']:.1f}  top-5 {m['top5']:.1f}  reversal pairs {_f(m['reversal_top1'])} "
-              f"(direction {_f(m['reversal_direction'])})  appearance {_f(m['appearance_top1'])}  "
-              f"train {m['train_time_s'] / 60:.1f} min")
+def format_summary(results: dict[str, Any]) -> str:
+    """One line per trained model (accuracies, training minutes) and the total time, for the terminal."""
+    lines = [
+        f"{m['model']}: top-1 {m['top1']:.1f}  top-5 {m['top5']:.1f}  reversal pairs {_f(m['reversal_top1'])} "
+        f"(direction {_f(m['reversal_direction'])})  appearance {_f(m['appearance_top1'])}  "
+        f"train {m['train_time_s'] / 60:.1f} min"
+        for m in results["models"]
+    ]
     cpu = results.get("total_cpu_s")
-    print(f"report: {Path(args.output) / REPORT}  (total {results['total_s'] / 60:.1f} min wall"
-          + (f", {cpu / 60:.1f} min CPU)" if cpu is not None else ")"))
-    return 0
+    lines.append(f"total {results['total_s'] / 60:.1f} min wall" + (f", {cpu / 60:.1f} min CPU" if cpu is not None else ""))
+    return "\n".join(lines)

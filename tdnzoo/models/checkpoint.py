@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import CheckpointError, CheckpointMismatchError
+from ..errors import CheckpointError, CheckpointMismatchError
 from .official import convert_official
 
 __all__ = ["load_checkpoint", "read_state_dict", "save_weights", "sha256_of", "check_sha256", "classifier_name"]
@@ -36,10 +36,15 @@ def check_sha256(path: str | os.PathLike, expected: str | None) -> None:
     actual = sha256_of(path)
     if actual.lower() != expected.lower():
         raise CheckpointError(
-            f"sha256 mismatch for {path}: expected {expected}, got {actual}. The file is corrupt, "
-            "truncated or not the published one; delete it (or its Hugging Face cache entry) and "
-            "download it again."
+            f"sha256 mismatch for {path}: expected {expected}, got {actual}: the file is corrupt, "
+            "truncated or not the one recorded"
         )
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a reader's error: torch's unpickler explains itself over many lines."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -70,14 +75,14 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
                 return {k: f.get_tensor(k) for k in f.keys()}, metadata
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(
-                f"{path} is not a readable safetensors file ({exc}); it is corrupt or truncated: "
+                f"{path} is not a readable safetensors file ({_reason(exc)}); it is corrupt or truncated: "
                 "delete it and download or convert it again"
             ) from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise CheckpointError(
-            f"cannot read {path} with torch.load(weights_only=True) ({type(exc).__name__}: {exc}). "
+            f"cannot read {path} with torch.load(weights_only=True) ({_reason(exc)}). "
             "tdnzoo does not unpickle arbitrary objects; if you trust the file, convert it to "
             "safetensors yourself, or it may be corrupt or truncated"
         ) from exc

@@ -10,28 +10,20 @@ the official release locally.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from torch import nn
-
-from .errors import UnknownModelError
+from ..errors import UnknownModelError
+from ..labels import DATASETS, load_label_names
 
 __all__ = [
     "PRETRAINED_CFGS",
-    "apply_pretrained_cfg",
     "convert_hint",
     "get_pretrained_cfg",
     "is_published",
-    "list_pretrained",
-    "load_pretrained",
     "pretrained_names",
     "register_pretrained_cfg",
-    "reset_pretrained_head",
     "weights_status",
 ]
-
-_log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -165,26 +157,13 @@ PRETRAINED_CFGS: dict[str, dict[str, Any]] = dict([
 
 
 def pretrained_names() -> list[str]:
+    """Every registered ``arch.tag``, in registration order (``list_pretrained`` filters and sorts them)."""
     return list(PRETRAINED_CFGS)
-
-
-def list_pretrained(filter: str = "") -> list[str]:
-    """``arch.tag`` names with pretrained weights, matching ``filter`` (fnmatch).
-
-    Example:
-        >>> list_pretrained('tsm_*')[:2]
-        ['tsm_resnet50.k400_8f', 'tsm_resnet50.sthv1_8f']
-    """
-    from .models.registry import list_models
-
-    return list_models(filter, pretrained=True)
 
 
 def _with_labels(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg = dict(cfg)
     if "label_names" not in cfg and cfg.get("dataset"):
-        from .labels import DATASETS, load_label_names
-
         if cfg["dataset"] in DATASETS and DATASETS[cfg["dataset"]] == cfg.get("num_classes"):
             cfg["label_names"] = load_label_names(cfg["dataset"])
     return cfg
@@ -256,38 +235,3 @@ def weights_status(cfg: dict[str, Any]) -> str:
     if is_published(cfg):
         return f"on the Hugging Face Hub: {cfg['hf_hub_id']}@{cfg.get('hf_hub_revision') or 'main'} (sha256 {cfg['sha256']})"
     return "not on the Hugging Face Hub yet (sha256 unknown); " + convert_hint(cfg)
-
-
-def apply_pretrained_cfg(model: nn.Module, cfg: dict[str, Any]) -> None:
-    """Merge a tag's (or an export's) metadata into ``model.pretrained_cfg``, keeping the entries
-    that describe the built model (segments, classes) true to it."""
-    model.pretrained_cfg.update(cfg)
-    model.pretrained_cfg["num_segments"] = model.num_segments
-    model.pretrained_cfg["num_classes"] = model.num_classes
-    labels = model.pretrained_cfg.get("label_names")
-    if labels is not None and len(labels) != model.num_classes:
-        del model.pretrained_cfg["label_names"]  # names of another head
-
-
-_HEAD_KEYS = ("label_names", "dataset", "dataset_name", "hf_dataset", "top1", "top5", "metrics_source",
-              "metrics_source_url", "sha256")
-
-
-def reset_pretrained_head(model: nn.Module, name: str, trained: int, requested: int) -> None:
-    """Keep the backbone, replace a ``trained``-class head by a fresh ``requested``-class one, and say so."""
-    _log.warning(
-        "%s: pretrained head has %d classes, num_classes=%d requested: keeping the backbone, resetting the classifier",
-        name, trained, requested,
-    )
-    model.reset_classifier(requested)
-    # Names, dataset and reported accuracy belong to the dropped head; keep where the backbone came from.
-    for key in _HEAD_KEYS:
-        model.pretrained_cfg.pop(key, None)
-    model.pretrained_cfg["finetuned_from"] = name
-
-
-def load_pretrained(model: nn.Module, cfg: dict[str, Any]) -> None:
-    """Download (through the Hub cache) and load a tag's weights strictly."""
-    from .hub import load_pretrained_weights
-
-    load_pretrained_weights(model, cfg)

@@ -9,11 +9,15 @@ total, so that nothing is silently dropped. The TSM shift moves memory and does 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..models import create_model
+from ..models.checkpoint import classifier_name
 
 __all__ = ["FlopCount", "count_flops", "count_params", "flop_breakdown"]
 
@@ -72,6 +76,15 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _fvcore_nn() -> Any:
+    """``fvcore.nn``, imported without its import-time notice: its focal-loss module (which tdnzoo does
+    not use) calls ``torch.jit.script``, and recent torch warns that scripting is deprecated."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+        import fvcore.nn
+    return fvcore.nn
+
+
 def _elementwise_handle(inputs: list[Any], outputs: list[Any]) -> int:
     from fvcore.nn.jit_handles import get_shape
 
@@ -81,8 +94,6 @@ def _elementwise_handle(inputs: list[Any], outputs: list[Any]) -> int:
 
 def _resolve(model: nn.Module | str, num_segments: int | None) -> nn.Module:
     if isinstance(model, str):
-        from .models import create_model
-
         return create_model(model, num_segments=num_segments)
     if num_segments is not None and num_segments != getattr(model, "num_segments", num_segments):
         raise ValueError(
@@ -116,9 +127,7 @@ def flop_breakdown(model: nn.Module | str, num_segments: int | None = None, inpu
         >>> flop_breakdown("tdn_resnet50", input_size=224).gflops  # doctest: +SKIP
         35.86
     """
-    from fvcore.nn import FlopCountAnalysis
-
-    from .checkpoint import classifier_name
+    FlopCountAnalysis = _fvcore_nn().FlopCountAnalysis
 
     model = _resolve(model, num_segments)
     size = int(input_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])

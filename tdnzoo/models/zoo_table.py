@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .pretrained import PRETRAINED_CFGS
+
 __all__ = ["TABLE_END", "TABLE_START", "replace_zoo_section", "zoo_table"]
 
 TABLE_START = "<!-- zoo-table:start -->"
@@ -26,8 +28,6 @@ def zoo_table(cfgs: dict[str, dict[str, Any]] | None = None) -> str:
     """The markdown model zoo table, with its notes: model, dataset, views, top-1/top-5, GFLOPs
     per view, parameters, source of the numbers and where the weights are."""
     if cfgs is None:
-        from ..pretrained import PRETRAINED_CFGS
-
         cfgs = PRETRAINED_CFGS
     lines = [
         "| model | dataset | segments x clips x crops | top-1 | top-5 | GFLOPs/view | params | source | weights |",
@@ -43,7 +43,7 @@ def zoo_table(cfgs: dict[str, dict[str, Any]] | None = None) -> str:
         "weights are not on the Hugging Face Hub yet; download the official release and run `tdnzoo convert` "
         "(`create_model(NAME.TAG, pretrained=True)` prints the exact command).",
         "",
-        "This table is generated from `tdnzoo/pretrained.py` by `python -m tdnzoo zoo-table --write README.md`.",
+        "This table is generated from `tdnzoo/models/pretrained.py` by `python -m tdnzoo zoo-table --write README.md`.",
     ]
     return "\n".join(lines)
 
