@@ -128,8 +128,10 @@ def _gflops(model, size: int) -> float | None:
     """fvcore GFLOPs (multiply-adds) of one view ``[1, T, 3, size, size]``; None when fvcore cannot trace it."""
     import torch
 
+    from .flops import fvcore_nn
+
     try:
-        from fvcore.nn import FlopCountAnalysis
+        FlopCountAnalysis = fvcore_nn().FlopCountAnalysis
     except ImportError:
         return None
     x = torch.zeros(1, model.num_frames, 3, size, size)

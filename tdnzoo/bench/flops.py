@@ -19,7 +19,7 @@ from torch import nn
 from ..models import create_model
 from ..models.checkpoint import classifier_name
 
-__all__ = ["FlopCount", "count_flops", "count_params", "flop_breakdown"]
+__all__ = ["FlopCount", "count_flops", "count_params", "flop_breakdown", "fvcore_nn"]
 
 # Element-wise arithmetic, counted one flop per output element (a multiply-add is one flop).
 _ELEMENTWISE_OPS = (
@@ -76,7 +76,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _fvcore_nn() -> Any:
+def fvcore_nn() -> Any:
     """``fvcore.nn``, imported without its import-time notice: its focal-loss module (which tdnzoo does
     not use) calls ``torch.jit.script``, and recent torch warns that scripting is deprecated."""
     with warnings.catch_warnings():
@@ -127,7 +127,7 @@ def flop_breakdown(model: nn.Module | str, num_segments: int | None = None, inpu
         >>> flop_breakdown("tdn_resnet50", input_size=224).gflops  # doctest: +SKIP
         35.86
     """
-    FlopCountAnalysis = _fvcore_nn().FlopCountAnalysis
+    FlopCountAnalysis = fvcore_nn().FlopCountAnalysis
 
     model = _resolve(model, num_segments)
     size = int(input_size or model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])

@@ -46,6 +46,7 @@ def iter_commands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argpar
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tdnzoo`` parser with every subcommand; each records its command path for error messages."""
     parser = _Parser(prog="tdnzoo", description="TSN, TSM and TDN video models on timm backbones.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``tdnzoo`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
