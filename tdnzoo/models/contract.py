@@ -218,11 +218,17 @@ class VideoModelContract:
         x = self._check_input(x)
         if self.short_term is None:
             return run(x.flatten(0, 1))
+        if self.grad_checkpointing and torch.is_grad_enabled() and _reentrant_checkpointing():
+            raise RuntimeError(
+                "TDN cannot use timm's reentrant gradient checkpointing (timm.layers.set_reentrant_ckpt(True)): "
+                "the S-TDM maps the checkpointed stages fuse are not their inputs, so a reentrant backward "
+                "would run through the difference stream twice. Use timm's default, non-reentrant checkpointing."
+            )
         frames, centre = split_clip(x, self.num_segments, self.frames_per_segment)
         maps = self.short_term(frames)  # the RGB stream sees the centre frame (official x3)
         with self.difference_maps(maps):
             out = run(centre)
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.fx._symbolic_trace.is_fx_tracing():
+        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.fx._symbolic_trace.is_fx_symbolic_tracing():
             self._hand_over_again_in_backward(out, maps)
         return out
 
@@ -234,11 +240,12 @@ class VideoModelContract:
         the next one's) and cleared when it reaches the first map (after all of them).
         """
         points = self._fusion_modules()
-        refs = [weakref.ref(m) for m in maps]
+        maps = list(maps)  # held by the outputs' hooks: the graph itself need not keep them
+        refs = [weakref.ref(m) for m in maps]  # the first map's hook must not hold it (a cycle)
 
         def put(grad: torch.Tensor) -> None:
-            for point, ref in zip(points, refs):
-                point.difference = ref()
+            for point, difference in zip(points, maps):
+                point.difference = difference
 
         def clear(grad: torch.Tensor) -> None:
             for point, ref in zip(points, refs):
@@ -363,6 +370,12 @@ class VideoModelContract:
         model.fusion_slots = nn.ModuleList(slots)
         model.__class__ = type(f"Scriptable{type(self).__name__}", (_ScriptableForward, type(self)), {})
         return model
+
+
+def _reentrant_checkpointing() -> bool:
+    from timm import layers
+
+    return bool(getattr(layers, "use_reentrant_ckpt", lambda: False)())
 
 
 def _flatten(value: Any) -> Iterator[Any]:
