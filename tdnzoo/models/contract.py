@@ -30,14 +30,22 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 import torch
-from timm.layers import register_notrace_function
+from timm.layers import register_notrace_function, register_notrace_module
 from torch import nn
 
 from ..layers import fuse_difference
 from .fusion import DifferenceFusion
 from .insertion import TemporalInsert
 
-__all__ = ["VideoFeatures", "VideoModelContract", "check_clip", "prefix_group_matcher", "split_clip", "take_indices"]
+__all__ = [
+    "FusionHandOver",
+    "VideoFeatures",
+    "VideoModelContract",
+    "check_clip",
+    "prefix_group_matcher",
+    "split_clip",
+    "take_indices",
+]
 
 
 def _shape(x: torch.Tensor) -> str:
@@ -137,6 +145,29 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value or ())
 
 
+@register_notrace_module  # timm's tracer records it as a call: its effect is needed when the graph runs
+class FusionHandOver(nn.Module):
+    """The S-TDM hand-over as a node of a ``torch.fx`` graph (TDN only; a no-op module otherwise).
+
+    Tracing runs :meth:`VideoModelContract.difference_maps` on proxies, which puts the fusions
+    that are traced through into the graph. timm's tracer keeps some backbone modules whole
+    (``BatchNormAct2d`` and other notrace modules): a fusion wrapper inside one runs only when the
+    graph runs, and reads its map then. So the traced forward also records two calls of this
+    module: ``frames = hand_over(frames, *maps)`` sets the maps before the backbone, and
+    ``out = hand_over(out)`` clears them after it. Each returns its first argument, so that the
+    graph keeps it in place.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        object.__setattr__(self, "points", [])  # the fusion wrappers, not registered as children (set when tracing)
+
+    def forward(self, x: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
+        for i, point in enumerate(self.points):
+            point.difference = maps[i] if i < len(maps) else None
+        return x
+
+
 class VideoModelContract:
     """The timm model contract for :class:`tdnzoo.VideoClassifier` (a mixin: it needs ``backbone``,
     ``short_term``, ``fusion_points``, ``num_segments``, ``frames_per_segment`` and ``_check_input``).
@@ -159,6 +190,7 @@ class VideoModelContract:
         self.head_hidden_size = int(getattr(backbone, "head_hidden_size", None) or self.num_features)
         self.in_chans = 3
         self.grad_checkpointing = False
+        self.fusion_handover = FusionHandOver() if self.short_term is not None else None
         self.feature_info = [
             {**info, "module": f"backbone.{info['module']}" if info.get("module") else "backbone", "per_segment": True}
             for info in copy.deepcopy(list(getattr(backbone, "feature_info", None) or []))
@@ -226,9 +258,19 @@ class VideoModelContract:
             )
         frames, centre = split_clip(x, self.num_segments, self.frames_per_segment)
         maps = self.short_term(frames)  # the RGB stream sees the centre frame (official x3)
+        tracing = torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+        if tracing:  # the hand-over must also happen when the traced graph runs
+            self.fusion_handover.points[:] = self._fusion_modules()
+            centre = self.fusion_handover(centre, *maps)
         with self.difference_maps(maps):
             out = run(centre)
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+        if tracing:  # clear after the last backbone node: through the output, so that it stays in the graph
+            if isinstance(out, tuple):  # forward_intermediates: (final map, maps)
+                return (self.fusion_handover(out[0]), *out[1:])
+            if isinstance(out, list):  # forward_intermediates(intermediates_only=True)
+                return [*out[:-1], self.fusion_handover(out[-1])]
+            return self.fusion_handover(out)
+        if self.grad_checkpointing and torch.is_grad_enabled():
             self._hand_over_again_in_backward(out, maps)
         return out
 
@@ -368,6 +410,7 @@ class VideoModelContract:
             parent, _, name = path.rpartition(".")
             setattr(model.backbone.get_submodule(parent) if parent else model.backbone, name, new)
         model.fusion_slots = nn.ModuleList(slots)
+        model.fusion_handover = None  # torch.fx only
         model.__class__ = type(f"Scriptable{type(self).__name__}", (_ScriptableForward, type(self)), {})
         return model
 
