@@ -198,7 +198,7 @@ def test_grad_checkpointing(method, backbone):
     runs = []
     for m in (plain, model):
         calls = []
-        handle = _inner_conv(m).register_forward_hook(lambda *_: calls.append(1))
+        handle = _inner_conv(m).register_forward_hook(lambda *_, calls=calls: calls.append(1))
         # Without early stop every checkpointed segment is recomputed whole, TDN's fusions included.
         with torch.utils.checkpoint.set_checkpoint_early_stop(False):
             out = m(x)
