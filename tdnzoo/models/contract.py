@@ -147,14 +147,14 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 
 @register_notrace_module  # timm's tracer records it as a call: its effect is needed when the graph runs
 class FusionHandOver(nn.Module):
-    """The S-TDM hand-over as a node of a ``torch.fx`` graph (TDN only; a no-op module otherwise).
+    """The S-TDM hand-over as a node of a ``torch.fx`` graph (a TDN model's ``fusion_handover``).
 
     Tracing runs :meth:`VideoModelContract.difference_maps` on proxies, which puts the fusions
     that are traced through into the graph. timm's tracer keeps some backbone modules whole
     (``BatchNormAct2d`` and other notrace modules): a fusion wrapper inside one runs only when the
     graph runs, and reads its map then. So the traced forward also records two calls of this
-    module: ``frames = hand_over(frames, *maps)`` sets the maps before the backbone, and
-    ``out = hand_over(out)`` clears them after it. Each returns its first argument, so that the
+    module: ``centre = fusion_handover(centre, *maps)`` sets the maps before the backbone, and
+    ``out = fusion_handover(out)`` clears them after it. Each returns its first argument, so that the
     graph keeps it in place.
     """
 
@@ -223,6 +223,10 @@ class VideoModelContract:
     def default_cfg(self) -> dict[str, Any]:
         """timm's older name for :attr:`pretrained_cfg` (the same dict)."""
         return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict[str, Any]) -> None:
+        self.pretrained_cfg = cfg
 
     # -- the S-TDM hand-over ----------------------------------------------------------------
     def _fusion_modules(self) -> list[nn.Module]:
