@@ -7,7 +7,8 @@ The ranks (``docs/design.md`` §7 explains them):
 0. ``errors``, ``version``, ``labels``: what everything may use.
 1. ``layers`` (the temporal modules) and ``data`` (decoding, sampling, transforms): independent leaves.
 2. ``models.backbone``, ``models.video`` and the modules they are built from (``probe``, ``ops``,
-   ``tokens``, ``insertion``, ``fusion``, ``difference``), ``models.inference``: the architecture (a
+   ``tokens``, ``insertion``, ``fusion``, ``difference``), ``models.contract`` (timm's model contract:
+   features, checkpointing, parameter groups, fx, TorchScript), ``models.inference``: the architecture (a
    timm backbone made temporal) and its explicit inference step.
 3. ``models.pretrained`` (one metadata record per weight), ``models.registry`` (names),
    ``models.checkpoint``, ``models.official`` (reading, converting, writing weights),
@@ -36,7 +37,7 @@ RANKS = {
     "tdnzoo.layers": 1, "tdnzoo.data": 1,
     "tdnzoo.models.backbone": 2, "tdnzoo.models.video": 2, "tdnzoo.models.probe": 2, "tdnzoo.models.ops": 2,
     "tdnzoo.models.tokens": 2, "tdnzoo.models.insertion": 2, "tdnzoo.models.fusion": 2,
-    "tdnzoo.models.difference": 2, "tdnzoo.models.inference": 2,
+    "tdnzoo.models.difference": 2, "tdnzoo.models.inference": 2, "tdnzoo.models.contract": 2,
     "tdnzoo.models.pretrained": 3, "tdnzoo.models.registry": 3, "tdnzoo.models.checkpoint": 3,
     "tdnzoo.models.official": 3, "tdnzoo.models.zoo_table": 3,
     "tdnzoo.hub": 4,

@@ -94,7 +94,7 @@ def test_label_names_in_the_official_order():
 
 # --- GFLOPs and parameters, recomputed -----------------------------------------------------
 # fvcore counts every op per frame, so flops are linear in the segments; classes only change the
-# classifier (num_features MACs per class and frame; num_features + 1 parameters per class).
+# classifier (head_hidden_size MACs per class and frame; head_hidden_size + 1 parameters per class).
 # test_cost_laws proves both laws with fvcore, so one model per architecture checks every tag.
 BASE_SEGMENTS, BASE_CLASSES = 2, 174
 
@@ -108,13 +108,13 @@ def _fvcore(model, size):
 @cache
 def _base_cost(arch):
     model = tdnzoo.create_model(arch, num_classes=BASE_CLASSES, num_segments=BASE_SEGMENTS)
-    return _fvcore(model, 224), sum(p.numel() for p in model.parameters()), model.num_features
+    return _fvcore(model, 224), sum(p.numel() for p in model.parameters()), model.head_hidden_size
 
 
 def test_cost_laws():
     def cost(name, segments, classes):
         model = tdnzoo.create_model(name, num_classes=classes, num_segments=segments)
-        return _fvcore(model, 64), sum(p.numel() for p in model.parameters()), model.num_features
+        return _fvcore(model, 64), sum(p.numel() for p in model.parameters()), model.head_hidden_size
 
     base = {name: cost(name, 2, 5) for name in ("tdn_test_resnet", "tsm_test_resnet")}
     for name, (f2, p2, _) in base.items():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 
 from .shift import split_segments
@@ -16,6 +17,7 @@ torch.fx.wrap("split_segments")  # a leaf for torch.fx (see .shift)
 __all__ = ["ShortTermTDM", "frame_differences", "fuse_difference"]
 
 
+@register_notrace_function  # checks the shape: a leaf for torch.fx and timm's tracer (see .shift)
 def frame_differences(frames: torch.Tensor, frames_per_segment: int) -> torch.Tensor:
     """Differences of consecutive frames within each segment.
 
@@ -28,11 +30,23 @@ def frame_differences(frames: torch.Tensor, frames_per_segment: int) -> torch.Te
     return (x[:, 1:] - x[:, :-1]).flatten(1, 2)
 
 
+torch.fx.wrap("frame_differences")
+
+
+@register_notrace_function  # compares sizes: a leaf for torch.fx and timm's tracer
+def resize_like(diff: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``diff`` upsampled (nearest) to the spatial size of ``x``, or ``diff`` itself when it has it."""
+    if diff.shape[-2:] != x.shape[-2:]:
+        return F.interpolate(diff, size=x.shape[-2:])
+    return diff
+
+
+torch.fx.wrap("resize_like")
+
+
 def fuse_difference(x: torch.Tensor, diff: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     """``alpha * x + beta * up(diff)``, ``up`` the nearest upsampling to ``x``'s size (official fusion)."""
-    if diff.shape[-2:] != x.shape[-2:]:
-        diff = F.interpolate(diff, size=x.shape[-2:])
-    return alpha * x + beta * diff
+    return alpha * x + beta * resize_like(diff, x)
 
 
 class ShortTermTDM(nn.Module):

@@ -1,6 +1,7 @@
 """Video models, their names and their weights.
 
-- the architecture: :mod:`.video` (the classifier, ``temporalize``) and :mod:`.backbone` (where the modules go);
+- the architecture: :mod:`.video` (the classifier, ``temporalize``), :mod:`.backbone` (where the modules go)
+  and :mod:`.contract` (timm's model contract: features, checkpointing, parameter groups, fx, TorchScript);
 - names and weights: :mod:`.registry` (names, ``list_models``), :mod:`.pretrained` (one metadata record
   per released weight), :mod:`.checkpoint` and :mod:`.official` (reading, converting, writing weights),
   :mod:`.zoo_table` (the README's table from the records);
@@ -8,6 +9,7 @@
 """
 from .backbone import analyze_backbone
 from .checkpoint import load_checkpoint, save_weights
+from .contract import VideoFeatures
 from .factory import create_model
 from .inference import fold_batch_norms, fuse_for_inference
 from .insertion import TemporalInsert
@@ -23,6 +25,7 @@ __all__ = [
     "PRETRAINED_CFGS",
     "TemporalInsert",
     "VideoClassifier",
+    "VideoFeatures",
     "analyze_backbone",
     "create_model",
     "get_pretrained_cfg",

@@ -8,6 +8,9 @@ head when another class count is asked for.
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
+import inspect
 import logging
 import os
 from typing import Any
@@ -17,15 +20,18 @@ from torch import nn
 from ..errors import CheckpointError, CheckpointMismatchError
 from ..hub.loading import pretrained_weights_file
 from .checkpoint import load_checkpoint, read_state_dict
+from .contract import VideoFeatures
 from .official import convert_official
 from .video import VideoClassifier, temporalize
 
 __all__ = [
     "DEFAULT_NUM_CLASSES",
+    "adapt_in_chans",
     "apply_pretrained_cfg",
     "build_model_with_cfg",
     "load_pretrained",
     "reset_pretrained_head",
+    "split_backbone_kwargs",
 ]
 
 _log = logging.getLogger(__name__)
@@ -47,13 +53,14 @@ def apply_pretrained_cfg(model: nn.Module, cfg: dict[str, Any]) -> None:
         del model.pretrained_cfg["label_names"]  # names of another head
 
 
-def reset_pretrained_head(model: nn.Module, name: str, trained: int, requested: int) -> None:
+def reset_pretrained_head(model: nn.Module, name: str, trained: int, requested: int,
+                          global_pool: str | None = None) -> None:
     """Keep the backbone, replace a ``trained``-class head by a fresh ``requested``-class one, and say so."""
     _log.warning(
         "%s: pretrained head has %d classes, num_classes=%d requested: keeping the backbone, resetting the classifier",
         name, trained, requested,
     )
-    model.reset_classifier(requested)
+    model.reset_classifier(requested, *(() if global_pool is None else (global_pool,)))
     # Names, dataset and reported accuracy belong to the dropped head; keep where the backbone came from.
     for key in _HEAD_KEYS:
         model.pretrained_cfg.pop(key, None)
@@ -88,6 +95,64 @@ def classes_in_checkpoint(path: str | os.PathLike) -> int | None:
     return int(weights[-1].shape[0]) if weights else None
 
 
+# Builder keywords of timm's create_model that are not the backbone's: the layer config.
+_LAYER_CONFIG = ("scriptable", "exportable", "no_jit")
+_METHOD_OPTIONS = frozenset(inspect.signature(temporalize).parameters) - {"backbone", "method", "num_segments"}
+
+
+def split_backbone_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``kwargs`` of ``create_model`` as (method options for :func:`temporalize`, keywords for timm's backbone).
+
+    As timm's builder passes what it does not use itself to the model class, keywords that are not
+    method options (``drop_path_rate``, ``global_pool``, ``in_chans``, ``act_layer``, ...) go to
+    ``timm.create_model``, merged over ``backbone_kwargs``.
+    """
+    options = {k: v for k, v in kwargs.items() if k in _METHOD_OPTIONS}
+    timm_kwargs = {**(options.pop("backbone_kwargs", None) or {}), **{k: v for k, v in kwargs.items() if k not in _METHOD_OPTIONS}}
+    return options, timm_kwargs
+
+
+def adapt_in_chans(model: VideoClassifier, in_chans: int) -> None:
+    """Give the first conv ``in_chans`` inputs, its weights adapted as timm adapts pretrained ones (TSN, TSM).
+
+    The backbone is analysed and built on RGB; ``adapt_input_conv`` then sums (1 channel) or repeats
+    and rescales (more channels) the RGB filters.
+
+    Raises:
+        ValueError: for TDN, whose short-term stream is defined on differences of RGB frames.
+    """
+    if in_chans == 3:
+        return
+    if model.short_term is not None:
+        raise ValueError(
+            f"TDN takes RGB frames (in_chans=3), got in_chans={in_chans}: its short-term difference stream is "
+            "defined on differences of RGB frames. TSN and TSM take other channel counts."
+        )
+    from timm.models import adapt_input_conv
+
+    first = model.pretrained_cfg.get("first_conv")
+    paths = (first,) if isinstance(first, str) else tuple(first or ())
+    if not paths:
+        raise ValueError(f"in_chans={in_chans}: backbone '{model.backbone_name}' names no first conv to adapt")
+    for path in paths:
+        conv = model.get_submodule(path)
+        conv.weight = nn.Parameter(adapt_input_conv(in_chans, conv.weight.detach()))
+        conv.in_channels = in_chans
+    model.in_chans = in_chans
+    size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+    model.pretrained_cfg["input_size"] = (in_chans, *size[1:])
+    if "min_input_size" in model.pretrained_cfg:
+        model.pretrained_cfg["min_input_size"] = (in_chans, *tuple(model.pretrained_cfg["min_input_size"])[1:])
+
+
+def _jsonable(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_jsonable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def build_model_with_cfg(
     name: str,
     method: str,
@@ -98,8 +163,11 @@ def build_model_with_cfg(
     num_classes: int | None = None,
     num_segments: int | None = None,
     checkpoint_path: str | os.PathLike | None = None,
+    features_only: bool = False,
+    out_indices: int | tuple[int, ...] | list[int] | None = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
     **kwargs: Any,
-) -> VideoClassifier:
+) -> VideoClassifier | VideoFeatures:
     """Build ``method`` on ``backbone`` as ``cfg`` describes it, then load weights.
 
     Args:
@@ -112,8 +180,19 @@ def build_model_with_cfg(
         num_classes: classifier outputs. Default: the cfg's, else the checkpoint's, else 400.
         num_segments: segments per clip. Default: the cfg's, else 8.
         checkpoint_path: weights to load strictly after everything else.
-        **kwargs: method options for :func:`temporalize`.
+        features_only: return a :class:`~tdnzoo.models.contract.VideoFeatures` giving the
+            per-segment maps of the stages ``out_indices`` (after the weights are loaded).
+        out_indices: stages for ``features_only`` (indices into ``feature_info``; default all).
+        pretrained_cfg_overlay: entries replacing those of the pretrained cfg (as timm's).
+        **kwargs: method options for :func:`temporalize`; the others (``drop_path_rate``,
+            ``global_pool``, ``in_chans``, ...) go to timm's backbone (:func:`split_backbone_kwargs`);
+            ``scriptable``, ``exportable``, ``no_jit`` set timm's layer config for the build.
     """
+    if pretrained_cfg_overlay:
+        cfg = {**cfg, **pretrained_cfg_overlay}
+    layer_config = {k: kwargs.pop(k) for k in _LAYER_CONFIG if k in kwargs}
+    options, timm_kwargs = split_backbone_kwargs(kwargs)
+    in_chans = int(timm_kwargs.pop("in_chans", 3))
     if num_segments is None:
         num_segments = int(cfg.get("num_segments") or DEFAULT_NUM_SEGMENTS)
     trained = int(cfg["num_classes"]) if cfg.get("num_classes") else None
@@ -126,13 +205,46 @@ def build_model_with_cfg(
             num_classes = trained or DEFAULT_NUM_CLASSES
     # Build with the weights' head first; a different num_classes resets it explicitly below.
     build_classes = trained if pretrained and trained else num_classes
-    model = temporalize(backbone, method, num_segments, num_classes=build_classes, **kwargs)
+    with _layer_config(layer_config):
+        try:
+            model = temporalize(backbone, method, num_segments, num_classes=build_classes,
+                                backbone_kwargs=timm_kwargs or None, **options)
+        except TypeError as exc:
+            if not timm_kwargs:
+                raise
+            close = [c for k in timm_kwargs for c in difflib.get_close_matches(k, _METHOD_OPTIONS, n=1)]
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise TypeError(
+                f"{name}: keywords {', '.join(sorted(timm_kwargs))} went to timm's '{backbone}' (they are not tdnzoo "
+                f"method options), which does not take them all: {exc}.{hint}"
+            ) from exc
+    if in_chans != 3 and method == "tdn":
+        adapt_in_chans(model, in_chans)  # raises: TDN is RGB only, before anything is loaded
+    recorded = {k: v for k, v in timm_kwargs.items() if _jsonable(v)}
+    if recorded:
+        model.model_args["backbone_kwargs"] = recorded
     if cfg:
         apply_pretrained_cfg(model, cfg)
     if pretrained:
         load_pretrained(model, cfg)
         if num_classes != build_classes:
-            reset_pretrained_head(model, name, build_classes, num_classes)
+            reset_pretrained_head(model, name, build_classes, num_classes, timm_kwargs.get("global_pool"))
+    if in_chans != 3:
+        adapt_in_chans(model, in_chans)  # after the RGB weights, as timm adapts pretrained ones
+        model.model_args["in_chans"] = in_chans
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
+    if features_only:
+        return VideoFeatures(model, out_indices)
     return model
+
+
+@contextlib.contextmanager
+def _layer_config(config: dict[str, Any]):
+    if not config:
+        yield
+        return
+    from timm.layers import set_layer_config
+
+    with set_layer_config(**config):
+        yield

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import CheckpointError
 from ..hub.loading import CONFIG_NAME, is_export_name, load_export_cfg
 from .builder import build_model_with_cfg
+from .contract import VideoFeatures
 from .pretrained import get_pretrained_cfg
 from .registry import parse_model_name
 from .video import VideoClassifier
@@ -27,7 +28,7 @@ def create_model(
     num_segments: int | None = None,
     checkpoint_path: str | os.PathLike | None = None,
     **kwargs: Any,
-) -> VideoClassifier:
+) -> VideoClassifier | VideoFeatures:
     """Create a TSN, TSM or TDN model by name.
 
     Names are ``<method>_<timm backbone>[.<tag>]``: ``tdn_resnet50``, ``tsm_convnext_tiny``,
@@ -43,12 +44,20 @@ def create_model(
         checkpoint_path: weights to load strictly: tdnzoo safetensors, a tdnzoo training
             checkpoint, or an official TDN / TSM release (converted on the fly).
         **kwargs: method options for :func:`tdnzoo.temporalize` (``fusion_weights``,
-            ``shift_div``, ``long_term_stages``, ``drop_rate``, ``backbone_kwargs``, ...).
+            ``shift_div``, ``long_term_stages``, ``drop_rate``, ``backbone_kwargs``, ...); timm's
+            builder keywords: ``features_only`` and ``out_indices`` (a
+            :class:`~tdnzoo.models.contract.VideoFeatures` returning per-segment maps),
+            ``pretrained_cfg_overlay``, ``scriptable`` / ``exportable`` / ``no_jit``; any other
+            keyword goes to timm's backbone (``global_pool``, ``drop_path_rate``, ``in_chans`` for
+            TSN and TSM, ...), as timm passes them to the model class.
 
     Example:
         >>> model = create_model('tdn_resnet50', num_classes=174, num_segments=8)
         >>> model.num_frames
         40
+        >>> features = create_model('tsm_resnet50', features_only=True, out_indices=(2, 3, 4), num_segments=8)
+        >>> [f.shape for f in features(torch.randn(1, 8, 3, 224, 224))]  # per segment: [B*T, C, h, w]
+        [torch.Size([8, 512, 28, 28]), torch.Size([8, 1024, 14, 14]), torch.Size([8, 2048, 7, 7])]
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if is_export_name(model_name):

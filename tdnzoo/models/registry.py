@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 
 from ..errors import UnknownModelError
@@ -89,35 +90,81 @@ def parse_model_name(name: str) -> tuple[str, str, str | None]:
     return method.lower(), backbone, tag
 
 
+def _patterns(value: str | Iterable[str]) -> list[str]:
+    return [v for v in ([value] if isinstance(value, str) else list(value)) if v]
+
+
+def _with_tags(patterns: list[str]) -> list[str]:
+    # As timm: with tags listed, a pattern without a tag also matches the tagged names.
+    return [q for p in patterns for q in ((p,) if "." in p else (p, f"{p}.*"))]
+
+
+def _in_modules(arch: str, modules: list[str]) -> bool:
+    """The arch's method is one of ``modules``, or its backbone is in one of those timm modules."""
+
+    method, _, backbone = arch.partition("_")
+    if method in modules:
+        return True
+    return any(backbone in _timm_module_models(m) for m in modules if m not in METHODS)
+
+
+@lru_cache(maxsize=64)
+def _timm_module_models(module: str) -> frozenset[str]:
+    import timm
+
+    return frozenset(timm.list_models(module=module))
+
+
 def list_models(
-    filter: str | list[str] = "", pretrained: bool = False, exclude_filters: str | list[str] = ""
+    filter: str | Iterable[str] = "",
+    module: str | Iterable[str] = "",
+    pretrained: bool = False,
+    exclude_filters: str | Iterable[str] = "",
+    name_matches_cfg: bool = False,
+    include_tags: bool | None = None,
 ) -> list[str]:
-    """Model names, naturally sorted, matching ``filter`` (fnmatch wildcards, like timm).
+    """Model names, naturally sorted, with timm's keywords.
 
     Args:
-        filter: pattern(s) such as ``'tdn_*'`` or ``'*resnet*'``; empty lists all.
-        pretrained: list ``arch.tag`` names that have pretrained weights instead.
+        filter: pattern(s) such as ``'tdn_*'`` (fnmatch wildcards); a pattern without a wildcard
+            matches names containing it. Empty lists all.
+        module: method(s) (``'tdn'``) or timm module(s) of the backbone (``'resnet'``, ``'convnext'``).
+        pretrained: only names with pretrained weights.
         exclude_filters: pattern(s) to drop.
+        name_matches_cfg: accepted for timm's signature; tdnzoo has no aliases, so every name matches.
+        include_tags: list ``arch.tag`` names of the pretrained weights (archs without any stay
+            plain); default: ``pretrained``.
 
     Example:
         >>> list_models('tdn_resnet*')[:2]
         ['tdn_resnet18', 'tdn_resnet34']
+        >>> list_models(module='tsm', pretrained=True, include_tags=False)
+        ['tsm_resnet50']
     """
+    del name_matches_cfg
+    if include_tags is None:
+        include_tags = pretrained
+    tagged = pretrained_names()
+    with_weights = {split_tag(n)[0] for n in tagged}
+    archs = {f"{m}_{b}" for m in METHODS for b in COMMON_BACKBONES} | with_weights
+    modules = _patterns(module)
+    if modules:
+        archs = {a for a in archs if _in_modules(a, modules)}
     if pretrained:
-        names = pretrained_names()
-    else:
-        names = [f"{m}_{b}" for m in METHODS for b in COMMON_BACKBONES]
-    filters = [filter] if isinstance(filter, str) else list(filter)
-    excludes = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
-    if any(filters):
-        names = [n for n in names if any(fnmatch.fnmatch(n, f if "*" in f or "?" in f else f"*{f}*") for f in filters if f)]
+        archs &= with_weights
+    names = set(archs)
+    filters, excludes = _patterns(filter), _patterns(exclude_filters)
+    if include_tags:
+        names = {n for n in tagged if split_tag(n)[0] in archs} | (archs - with_weights)
+        filters, excludes = _with_tags(filters), _with_tags(excludes)
+    if filters:
+        names = {n for n in names if any(fnmatch.fnmatch(n, f if "*" in f or "?" in f else f"*{f}*") for f in filters)}
     for ex in excludes:
-        if ex:
-            names = [n for n in names if not fnmatch.fnmatch(n, ex)]
-    return sorted(set(names), key=_natural_key)
+        names = {n for n in names if not fnmatch.fnmatch(n, ex)}
+    return sorted(names, key=_natural_key)
 
 
-def list_pretrained(filter: str | list[str] = "", exclude_filters: str | list[str] = "") -> list[str]:
+def list_pretrained(filter: str | Iterable[str] = "", exclude_filters: str | Iterable[str] = "") -> list[str]:
     """``arch.tag`` names with pretrained weights, matching ``filter`` (fnmatch), naturally sorted.
 
     Example:

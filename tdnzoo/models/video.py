@@ -14,11 +14,14 @@ from torch import nn
 
 from ..layers import LongTermStack, LongTermTDM, SegmentConsensus, ShortTermTDM, TemporalConv, TemporalShift
 from .backbone import BackboneLayout, Block, Position, analyze_backbone, unsupported
+from .contract import VideoModelContract, check_clip
 from .difference import short_term_stream
 from .fusion import DifferenceFusion
 from .insertion import TemporalInsert, replace_module
 
 __all__ = ["METHODS", "VideoClassifier", "official_fusion_weights", "temporalize"]
+
+torch.fx.wrap("check_clip")  # a leaf for torch.fx (see .contract)
 
 METHODS = ("tsn", "tsm", "tdn")
 
@@ -28,17 +31,20 @@ def official_fusion_weights(num_segments: int) -> tuple[float, float]:
     return (0.5, 0.5) if num_segments == 8 else (0.75, 0.25)
 
 
-class VideoClassifier(nn.Module):
+class VideoClassifier(VideoModelContract, nn.Module):
     """A timm 2D CNN made temporal: TSN, TSM or TDN.
 
-    Build it with :func:`temporalize` or :func:`tdnzoo.create_model`.
+    Build it with :func:`temporalize` or :func:`tdnzoo.create_model`. timm's model contract
+    (``feature_info``, ``forward_intermediates``, ``set_grad_checkpointing``, ``group_matcher``,
+    torch.fx, TorchScript) comes from :class:`~tdnzoo.models.contract.VideoModelContract`.
 
     Attributes:
         method: ``'tsn'``, ``'tsm'`` or ``'tdn'``.
         num_segments: segments per clip.
         frames_per_segment: consecutive frames per segment (5 for TDN, else 1).
         num_classes: classifier outputs (0 when the classifier was removed).
-        num_features: width of ``forward_head(x, pre_logits=True)``.
+        num_features: channels of ``forward_features``.
+        head_hidden_size: width of ``forward_head(x, pre_logits=True)``.
         backbone: the timm model, with temporal modules inserted in its blocks.
         short_term: TDN's S-TDM difference stream, else ``None``.
         pretrained_cfg: metadata dict, as in timm.
@@ -73,9 +79,9 @@ class VideoClassifier(nn.Module):
         self.backbone_name = layout.name
         self.backbone_family = layout.family
         self.num_classes = int(getattr(backbone, "num_classes", 0))
-        self.num_features = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
         self.model_args = dict(model_args or {})
         self.pretrained_cfg = dict(pretrained_cfg or {})
+        self._init_contract()  # num_features, head_hidden_size, feature_info, cfg fields
 
     # -- input ----------------------------------------------------------------------------
     @property
@@ -83,23 +89,10 @@ class VideoClassifier(nn.Module):
         """Frames per clip the model takes: ``num_segments * frames_per_segment``."""
         return self.num_segments * self.frames_per_segment
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        expected = f"[B, {self.num_frames}, 3, H, W] with H, W >= {self.min_size}"
-        if x.dim() != 5:
-            raise ValueError(f"expected a 5-D clip tensor {expected}, got shape {tuple(x.shape)}")
-        _, t, c, h, w = x.shape
-        if c != 3:
-            raise ValueError(f"expected 3 (RGB) channels at dim 2: {expected}, got shape {tuple(x.shape)}")
-        if t != self.num_frames:
-            raise ValueError(
-                f"expected {self.num_frames} frames (num_segments={self.num_segments} x "
-                f"frames_per_segment={self.frames_per_segment}): {expected}, got shape {tuple(x.shape)}"
-            )
-        if h < self.min_size or w < self.min_size:
-            raise ValueError(
-                f"frames of {h}x{w} are too small for backbone '{self.backbone_name}' "
-                f"(it needs at least {self.min_size}x{self.min_size}): {expected}, got shape {tuple(x.shape)}"
-            )
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` itself if it is a clip this model takes, else a ``ValueError`` saying what was expected."""
+        return check_clip(x, self.num_frames, self.num_segments, self.frames_per_segment, self.in_chans,
+                          self.min_size, self.backbone_name)
 
     # -- timm contract --------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,25 +100,10 @@ class VideoClassifier(nn.Module):
 
         ``[B*num_segments, C, h, w]`` for CNNs (tokens ``[B*num_segments, L, C]`` for ViTs). For TDN
         the S-TDM maps are handed to the backbone's :class:`~tdnzoo.models.fusion.DifferenceFusion`
-        wrappers for this one call and cleared afterwards, whatever happens.
+        wrappers for this one call and cleared afterwards, whatever happens
+        (:meth:`~tdnzoo.models.contract.VideoModelContract.difference_maps`).
         """
-        self._check_input(x)
-        b, _, _, h, w = x.shape
-        if self.short_term is None:
-            return self.backbone.forward_features(x.reshape(b * self.num_segments, 3, h, w))
-        n = b * self.num_segments
-        frames = x.reshape(n, self.frames_per_segment * 3, h, w)
-        differences = self.short_term(frames)
-        centre = self.frames_per_segment // 2  # the RGB stream sees the centre frame (official x3)
-        rgb = frames.view(n, self.frames_per_segment, 3, h, w)[:, centre]
-        points = [self.backbone.get_submodule(path) for path in self.fusion_points]
-        for point, difference in zip(points, differences):
-            point.difference = difference
-        try:
-            return self.backbone.forward_features(rgb)
-        finally:
-            for point in points:
-                point.difference = None
+        return self._run_backbone(self.backbone.forward_features, x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout, classifier per segment, then the mean over segments.
