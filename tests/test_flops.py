@@ -7,6 +7,7 @@ import torch
 import tdnzoo
 from tdnzoo.bench.flops import count_flops, flop_breakdown
 from tdnzoo.cli import main
+from tdnzoo.layers import TemporalConv
 
 
 @pytest.mark.heavy
@@ -21,15 +22,23 @@ def test_breakdown_of_a_small_tdn():
     fc = flop_breakdown(model, input_size=64)
     assert fc.groups["S-TDM"] > 0 and fc.groups["L-TDM"] > 0 and fc.groups["head"] > 0
     assert sum(fc.groups.values()) == pytest.approx(fc.gflops)
-    # the temporal conv is three multiply-adds per element: element-wise work, which fvcore leaves out
-    assert fc.groups["temporal conv"] == 0 and fc.elementwise_groups["temporal conv"] > 0
+    # the temporal conv counted as the official depthwise Conv1d: 3 multiply-adds per output element
+    outputs = []
+    hooks = [m.register_forward_hook(lambda _m, _a, out: outputs.append(out.numel()))
+             for m in model.modules() if isinstance(m, TemporalConv)]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, model.num_frames, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    assert outputs and fc.groups["temporal conv"] == pytest.approx(3 * sum(outputs) / 1e9)
+    assert fc.elementwise_groups["temporal conv"] == 0
     assert fc.elementwise_groups["L-TDM"] > 0
     assert fc.elementwise_groups["S-TDM"] > 0  # the frame differences
     assert fc.params == sum(p.numel() for p in model.parameters())
     assert "| S-TDM |" in fc.table()
 
 
-def test_total_is_plain_fvcore():
+def test_total_is_fvcore_with_the_temporal_conv_as_its_conv1d():
     from tdnzoo.bench.flops import fvcore_nn
 
     FlopCountAnalysis = fvcore_nn().FlopCountAnalysis  # fvcore itself, imported without its torch notice
@@ -38,7 +47,8 @@ def test_total_is_plain_fvcore():
     analysis = FlopCountAnalysis(model, torch.zeros(1, 10, 3, 64, 64))
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
-    expected = analysis.total() / 1e9
+    # fvcore's total, plus the temporal conv counted as the official Conv1d (tested above)
+    expected = analysis.total() / 1e9 + flop_breakdown(model, input_size=64).groups["temporal conv"]
     assert count_flops(model, input_size=64) == pytest.approx(expected, rel=1e-9)
 
 

@@ -62,9 +62,11 @@ class SpeedConfig:
 
     def __post_init__(self) -> None:
         # Checked here, before a run fixes the process's malloc thresholds or builds any model.
-        for name in ("num_segments", "size", "batch", "throughput_batch", "rounds", "num_classes"):
+        for name in ("num_segments", "size", "batch", "rounds", "num_classes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.throughput_batches or min(self.throughput_batches) < 1:
+            raise ValueError(f"throughput batches must be >= 1, got {self.throughput_batches}")
         if self.train and self.train_rounds < 1:
             raise ValueError(f"train_rounds must be >= 1 (or skip the training step), got {self.train_rounds}")
         if self.warmup < 0:
@@ -132,8 +134,6 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
 
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
-    if not config.throughput_batches or min(config.throughput_batches) < 1:
-        raise ValueError(f"throughput batches must be positive, got {config.throughput_batches}")
     names = config.model_names()
     thresholds = fix_malloc_thresholds() if config.fixed_malloc and config.device == "cpu" else None
     result = SpeedResult(settings=asdict(config), machine=machine_info(config.device))
