@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import torch
+
 SIZE = int(os.environ.get("TDNZOO_BENCH_SIZE", "224"))
 SEGMENTS = int(os.environ.get("TDNZOO_BENCH_SEGMENTS", "8"))
 BATCH = int(os.environ.get("TDNZOO_BENCH_BATCH", "8"))
 ROUNDS = int(os.environ.get("TDNZOO_BENCH_ROUNDS", "5"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _inductor_freezing():
+    """As `tdnzoo bench --compile`: inference graphs freeze their weights (folded, prepacked for oneDNN)."""
+    with torch._inductor.config.patch(freezing=True):
+        yield

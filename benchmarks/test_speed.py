@@ -34,7 +34,7 @@ def _model(name: str, device: str, variant: str, train: bool):
     if variant == "compile" and train:
         runner = torch.compile(model)
     elif variant == "compile":  # inference compiles the BN-folded copy, as `tdnzoo bench --compile`
-        runner = torch.compile(tdnzoo.fuse_for_inference(model), options={"freezing": device == "cpu"})
+        runner = torch.compile(tdnzoo.fuse_for_inference(model))
     return model, runner
 
 

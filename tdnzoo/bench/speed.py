@@ -111,9 +111,7 @@ def _inference_runner(model: torch.nn.Module, variant: str, config: SpeedConfig)
     """What an inference call runs: the model, or the compiled BN-folded copy of it."""
     if variant == "eager":
         return model
-    fused = _prepare(fuse_for_inference(model), config)
-    # Freezing turns the weights into constants that inductor folds and prepacks for oneDNN on CPU.
-    return torch.compile(fused, options={"freezing": config.device == "cpu"})
+    return torch.compile(_prepare(fuse_for_inference(model), config))
 
 
 def _measure_flops(model: torch.nn.Module, size: int) -> tuple[dict[str, Any], str | None]:
@@ -128,6 +126,14 @@ def _measure_flops(model: torch.nn.Module, size: int) -> tuple[dict[str, Any], s
 
 def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedResult:
     """Measure every model of ``config`` in this process, interleaved; see :class:`SpeedConfig`."""
+    # Inductor's freezing (CPU inference): weights become constants that it folds and prepacks for
+    # oneDNN. A compile-time setting, read when each graph compiles, so it spans the whole run; it
+    # does not apply to the training step's graphs, which need gradients.
+    with torch._inductor.config.patch(freezing=config.compile and config.device == "cpu"):
+        return _run_speed_benchmark(config, progress=progress)
+
+
+def _run_speed_benchmark(config: SpeedConfig, *, progress: bool) -> SpeedResult:
     from tqdm.auto import tqdm
 
     from ..models import create_model
