@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
-from .ops import SHORTCUT, is_norm, is_reparameterizable, is_spatial_leaf, is_token_mixer, is_unit
-from .probe import Call, Trace, fingerprint_of, trace_forward
+from .ops import SHORTCUT, is_no_op, is_norm, is_reparameterizable, is_spatial_leaf, is_token_mixer, is_unit
+from .probe import Call, Trace, attach_second_run, fingerprint_of, trace_forward
 from .tokens import MapLayout, detect_layout
 
 __all__ = ["BackboneLayout", "Block", "Position", "analyze_backbone", "dry_run_size", "family_of"]
@@ -199,13 +199,15 @@ def _has_residual(call: Call) -> bool:
 class _Context:
     """The dry run and what positions are checked against."""
 
-    def __init__(self, trace: Trace, size: int, prefix_tokens: int) -> None:
+    def __init__(self, trace: Trace, size: int, prefix_tokens: int | None) -> None:
         self.trace = trace
         self.size = size
         self.prefix_tokens = prefix_tokens
 
-    def layout(self, tensor: torch.Tensor | None) -> MapLayout | None:
-        return detect_layout(tensor, DRY_RUN_BATCH, self.size, self.prefix_tokens)
+    def layout(self, call: Call, output: bool = False) -> MapLayout | None:
+        """The layout of what ``call`` received (or returned), if it is a stack of per-frame maps."""
+        tensor, alt = (call.output, call.output_alt) if output else (call.input, call.input_alt)
+        return detect_layout(tensor, DRY_RUN_BATCH, self.size, self.prefix_tokens, alt, self.trace.alt_size)
 
     def position(self, call: Call, after: bool = False) -> Position | None:
         """``call``'s op as a position, if the module runs once and sees a per-frame map there."""
@@ -213,7 +215,7 @@ class _Context:
             return None
         if after and not call.plain_output:
             return None
-        layout = self.layout(call.output if after else call.input)
+        layout = self.layout(call, output=after)
         if layout is None:
             return None
         return Position(call.module, call.path, layout, after)
@@ -234,7 +236,8 @@ def _lift(call: Call, block: Call) -> Call:
 
 
 def _branch(block: Call) -> list[Call]:
-    return [c for c in block.descendants() if not _in_shortcut(c, block)]
+    """The ops of a block's residual branch, in call order: not its shortcut, not no-ops (identity, dropout)."""
+    return [c for c in block.descendants() if not _in_shortcut(c, block) and not is_no_op(c.module)]
 
 
 def _input_consumers(block: Call, branch: list[Call]) -> list[Call]:
@@ -254,8 +257,12 @@ def shift_position(block: Call, ctx: _Context) -> Position | None:
     consumers = _input_consumers(block, branch)
     if consumers:
         op = consumers[0]
-    else:  # the block reshapes or concatenates its input first (DenseNet): its first op on a map
-        op = next((c for c in _outermost(branch, block) if ctx.layout(c.input) is not None), None)
+    elif ctx.layout(block) is not None:
+        # The block reshapes its input before any module sees it (windows of a post-norm Swin
+        # block): the module goes in front of the whole block, TSM's in-place variant.
+        return ctx.position(block)
+    else:  # the block takes a list (DenseNet's layers): its first op on a map
+        op = next((c for c in _outermost(branch, block) if ctx.layout(c) is not None), None)
         if op is None:
             return None
     while is_norm(op.module):
@@ -291,7 +298,7 @@ def difference_position(block: Call, ctx: _Context) -> Position | None:
     # The op itself or the innermost module holding it that receives a whole map ...
     call: Call | None = mixing
     while call is not None and call is not block:
-        if _is_stream(call.input, call.input_print, block, branch) and ctx.layout(call.input) is not None:
+        if _is_stream(call.input, call.input_print, block, branch) and ctx.layout(call) is not None:
             # ... wrapped at the outermost module receiving that same tensor (a conv-norm-act, not its conv)
             while (call.parent is not None and call.parent is not block
                    and call.parent.consumes(call.input, call.input_print)):
@@ -304,41 +311,60 @@ def difference_position(block: Call, ctx: _Context) -> Position | None:
         call = call.parent
     # ... else after the op that produced the map it splits or windows.
     earlier = [c for c in branch if c.index < mixing.index and not mixing.within(c) and c.plain_output
-               and _is_stream(c.output, c.output_print, block, branch) and ctx.layout(c.output) is not None]
+               and _is_stream(c.output, c.output_print, block, branch) and ctx.layout(c, output=True) is not None]
     for producer in reversed(_outermost(earlier, block)):
         lifted = _lift(producer, block)
         position = ctx.position(lifted, after=lifted is producer)
         if position is not None:
             return position
-    return None
+    return shift_position(block, ctx)  # no whole map before it: where the shift would go
 
 
 # -- stages, stem and fusion points -----------------------------------------------------------
 
 
-def _feature_calls(model: nn.Module, trace: Trace) -> list[tuple[Call, int]]:
-    """The feature modules that ran once, with their reductions, in call order."""
+@dataclass
+class _Feature:
+    """A feature_info entry as it ran: its reduction, its first and last call, and its own call if it is called."""
+
+    reduction: int
+    start: int
+    end: int
+    call: Call | None
+
+
+def _features(model: nn.Module, trace: Trace) -> list[_Feature]:
+    """The feature modules that ran, in order. A container that is iterated rather than called
+    (CoaT's block lists) spans the calls of its children."""
     out = []
     for info in getattr(model, "feature_info", None) or []:
+        path = info["module"]
         try:
-            module = model.get_submodule(info["module"]) if info["module"] else None
+            module = model.get_submodule(path) if path else None
         except AttributeError:
             continue
         calls = trace.calls_of(module) if module is not None else []
         if len(calls) == 1:
-            out.append((calls[0], int(info["reduction"])))
-    return sorted(out, key=lambda pair: pair[0].exit_index)
+            out.append(_Feature(int(info["reduction"]), calls[0].index, calls[0].exit_index, calls[0]))
+        elif not calls and path:
+            inside = [c for c in trace.calls if c.path.startswith(path + ".")]
+            if inside:
+                out.append(_Feature(int(info["reduction"]), min(c.index for c in inside),
+                                    max(c.exit_index for c in inside), None))
+    return sorted(out, key=lambda f: f.end)
 
 
 def _stage_number(reduction: float) -> int:
     return min(5, max(1, round(math.log2(max(reduction, 1.0)))))
 
 
-def _stem_chain(trace: Trace, first_stage: Call | None) -> tuple[list[Call], bool]:
-    """Modules from the frames towards the first stage, each taking what the last returned.
+def _stem_chain(trace: Trace, first_stage: Call | None, blocks: list[Block], through: bool = False) -> tuple[list[Call], bool]:
+    """Modules from the frames towards the first stage, each taking what the last returned, up to the first block.
 
-    Returns the chain and whether it ends exactly at the first stage's input.
+    Returns the chain and whether it ends exactly at the first stage's input. With ``through``,
+    the first stage ends the chain as its last module (a stem that is itself a feature module).
     """
+    block_modules = {id(b.module) for b in blocks}
     tensor, fingerprint = trace.image, fingerprint_of(trace.image)
     chain: list[Call] = []
     level = trace.roots
@@ -346,10 +372,13 @@ def _stem_chain(trace: Trace, first_stage: Call | None) -> tuple[list[Call], boo
         for call in level:
             if first_stage is not None and first_stage.within(call):
                 if call is first_stage:
+                    if through and call.consumes(tensor, fingerprint) and call.plain_input:
+                        return [*chain, call], False
                     return chain, call.consumes(tensor, fingerprint)
                 level = call.children
                 break
-            if not (call.consumes(tensor, fingerprint) and call.plain_input):
+            holds_block = any(id(c.module) in block_modules for c in (call, *call.descendants()))
+            if holds_block or not (call.consumes(tensor, fingerprint) and call.plain_input):
                 return chain, False
             chain.append(call)
             tensor, fingerprint = call.output, call.output_print
@@ -363,16 +392,18 @@ def _fusion_point(call: Call, ctx: _Context) -> Position | None:
     for producer in reversed(producers):
         if producer is not call and (_lift(producer, call) is not producer or not producer.plain_output):
             continue  # inside a reparameterizable module, or returning more: wrap the outer module instead
-        layout = ctx.layout(producer.output)
+        layout = ctx.layout(producer, output=True)
         if layout is not None and layout.prefix == 0:
             return Position(producer.module, producer.path, layout, after=True)
     return None
 
 
-def _analyze_stem(model: nn.Module, trace: Trace, ctx: _Context, features: list[tuple[Call, int]], layout: BackboneLayout) -> None:
-    first = next(((c, r) for c, r in features if r >= 4), None)
-    first_stage = first[0] if first else None
-    chain, reached = _stem_chain(trace, first_stage)
+def _analyze_stem(trace: Trace, ctx: _Context, features: list[_Feature], layout: BackboneLayout) -> None:
+    first = next((f for f in features if f.reduction >= 4), None)
+    first_stage = first.call if first is not None else None
+    chain, reached = _stem_chain(trace, first_stage, layout.blocks)
+    if not chain:  # the first feature module is the stem itself (a DCT or patchifying stem)
+        chain, reached = _stem_chain(trace, first_stage, layout.blocks, through=True)
     if not chain:
         layout.stem_problem = "no module takes the frames alone at the start of its forward"
         return
@@ -383,11 +414,67 @@ def _analyze_stem(model: nn.Module, trace: Trace, ctx: _Context, features: list[
     layout.stem = [(c.path, c.module) for c in chain]
     layout.tuple_outputs = {c.path for c in chain if not c.plain_output}
     layout.fusion_points = [stem_point]
-    if reached and first is not None and first[1] == 4 and first_stage.plain_input:
+    if reached and first_stage is not None and first.reduction == 4 and first_stage.plain_input:
         stage_point = _fusion_point(first_stage, ctx)
         if stage_point is not None:
             layout.first_stage = (first_stage.path, first_stage.module)
             layout.fusion_points.append(stage_point)
+
+
+def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, bool]:
+    """Trace ``forward_features`` at the dry-run size (else the model's own size), and once more at
+    another size when the model takes any (to tell grid dimensions from channels)."""
+    size, fixed = dry_run_size(model)
+    own = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+
+    def run(side: int) -> Trace:
+        x = torch.randn(DRY_RUN_BATCH, 3, side, side, generator=torch.Generator().manual_seed(0))
+        return trace_forward(model, model.forward_features, x)
+
+    trace, error = None, None
+    for attempt in dict.fromkeys((size, own)):
+        try:
+            trace = run(attempt)
+        except Exception as exc:  # noqa: BLE001 - any failure: try the model's own size, then report
+            error = exc
+            continue
+        fixed = fixed or attempt != size  # it failed on a small size: it wants its own
+        size = attempt
+        break
+    if trace is None:
+        raise unsupported(name, family, f"its forward_features fails on {size}x{size} frames ({error})")
+    if not fixed:
+        for other in (size * 3 // 2, size * 2):
+            try:
+                if attach_second_run(trace, run(other)):
+                    break
+            except Exception:  # noqa: BLE001 - a size it does not take: try the next
+                continue
+    return trace, size, fixed
+
+
+def _blocks(trace: Trace, ctx: _Context, features: list[_Feature]) -> list[Block]:
+    """The blocks after the stem with their paper stage (from feature_info, else from their map size)."""
+    start = next((f.start for f in features if f.reduction >= 4), features[0].start if features else 0)
+    found: list[Call] = []
+    for root in trace.roots:
+        found.extend(b for b in _find_blocks(root) if b.index >= start and b not in found)
+    if not found:  # a plain stack of convolutions (VGG): each spatial conv is a block, with no residual
+        found = [c for c in trace.calls if c.index >= start and isinstance(c.module, nn.Conv2d) and is_spatial_leaf(c.module)]
+    blocks: list[Block] = []
+    counts: dict[int, int] = {}
+    for call in found:
+        if not trace.called_once(call.module):
+            continue
+        grid = ctx.layout(call, output=True) or ctx.layout(call)
+        feature = next((f.reduction for f in features if f.end >= call.exit_index), None)
+        reduction = ctx.size / grid.grid[0] if grid is not None else float(feature or 32)
+        stage = _stage_number(feature or reduction)
+        index = counts.get(stage, 0)
+        counts[stage] = index + 1
+        blocks.append(Block(call.path, call.module, stage, reduction, index, _has_residual(call),
+                            shift_position(call, ctx), difference_position(call, ctx)))
+    return blocks
 
 
 def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayout:
@@ -404,42 +491,14 @@ def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayou
     name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     if not getattr(model, "feature_info", None) or not all(hasattr(model, m) for m in ("forward_features", "forward_head")):
         raise unsupported(name, family, "it has no timm feature_info / forward_features / forward_head")
-    size, fixed = dry_run_size(model)
-    trace = None
-    for attempt in dict.fromkeys((size, int((model.pretrained_cfg or {}).get("input_size", (3, 224, 224))[-1]))):
-        x = torch.randn(DRY_RUN_BATCH, 3, attempt, attempt, generator=torch.Generator().manual_seed(0))
-        try:
-            trace = trace_forward(model, model.forward_features, x)
-            size = attempt
-            break
-        except Exception as exc:  # noqa: BLE001 - any failure: try the model's own size, then report
-            error = exc
-    if trace is None:
-        raise unsupported(name, family, f"its forward_features fails on {size}x{size} frames ({error})")
-    ctx = _Context(trace, size, int(getattr(model, "num_prefix_tokens", 0) or 0))
-    features = _feature_calls(model, trace)
-    if not features:
-        raise unsupported(name, family, "none of its feature_info modules runs in forward_features")
-
-    reductions = [r for _, r in features]
+    trace, size, fixed = _dry_runs(model, name, family)
+    prefix = getattr(model, "num_prefix_tokens", None)
+    ctx = _Context(trace, size, int(prefix) if isinstance(prefix, int) else None)
+    # Feature modules whose names do not resolve (a typo in a timm family's feature_info) leave the
+    # stages to the blocks' map sizes.
+    features = _features(model, trace)
+    reductions = [f.reduction for f in features] or [32]
     layout = BackboneLayout(name=name, family=family, size=size, min_size=size if fixed else max(reductions))
-    start = next((c.index for c, r in features if r >= 4), features[0][0].index)
-    found: list[Call] = []
-    for root in trace.roots:
-        found.extend(b for b in _find_blocks(root) if b.index >= start and b not in found)
-    if not found:  # a plain stack of convolutions (VGG): each spatial conv is a block, with no residual
-        found = [c for c in trace.calls if c.index >= start and isinstance(c.module, nn.Conv2d) and is_spatial_leaf(c.module)]
-    counts: dict[int, int] = {}
-    for call in found:
-        if not trace.called_once(call.module):
-            continue
-        stage_reduction = next((r for c, r in features if c.exit_index >= call.exit_index), None)
-        grid = ctx.layout(call.output) or ctx.layout(call.input)
-        reduction = size / grid.grid[0] if grid is not None else float(stage_reduction or reductions[-1])
-        stage = _stage_number(stage_reduction or reduction)
-        index = counts.get(stage, 0)
-        counts[stage] = index + 1
-        layout.blocks.append(Block(call.path, call.module, stage, reduction, index, _has_residual(call),
-                                   shift_position(call, ctx), difference_position(call, ctx)))
-    _analyze_stem(model, trace, ctx, features, layout)
+    layout.blocks = _blocks(trace, ctx, features)
+    _analyze_stem(trace, ctx, features, layout)
     return layout

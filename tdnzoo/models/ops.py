@@ -12,6 +12,7 @@ from torch import nn
 __all__ = [
     "SHORTCUT",
     "is_container",
+    "is_no_op",
     "is_norm",
     "is_reparameterizable",
     "is_spatial_leaf",
@@ -32,6 +33,11 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalRe
 def _weighted(module: nn.Module) -> int:
     """Convolutions and linear layers (modules owning a weight of two or more dimensions) in a subtree."""
     return sum(1 for m in module.modules() if getattr(m, "weight", None) is not None and m.weight.dim() >= 2)
+
+
+def is_no_op(module: nn.Module) -> bool:
+    """Identity, dropout and drop-path: the same map in eval, not an op to place anything at."""
+    return isinstance(module, (nn.Identity, nn.Dropout, nn.Dropout2d)) or type(module).__name__ in ("DropPath", "DropBlock2d")
 
 
 def is_container(module: nn.Module) -> bool:

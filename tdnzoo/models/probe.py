@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Call", "Trace", "fingerprint_of", "trace_forward"]
+__all__ = ["Call", "Trace", "attach_second_run", "fingerprint_of", "trace_forward"]
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -40,8 +40,9 @@ class Call:
 
     ``input`` is the first positional argument when it is a tensor (``None`` for a list, as a
     DenseNet layer takes), ``output`` the returned tensor (or the first of a returned tuple).
-    ``plain_input``: the module got that one tensor and nothing else; ``plain_output``: it returned
-    a tensor, not a tuple.
+    ``plain_input``: the module got that one tensor and nothing else (or ``None`` for the rest);
+    ``plain_output``: it returned a tensor, not a tuple. ``input_alt`` / ``output_alt``: the shapes
+    the same call saw in a second dry run on frames of another size (see :func:`attach_second_run`).
     """
 
     path: str
@@ -56,6 +57,8 @@ class Call:
     plain_output: bool = False
     exit_index: int = -1
     children: list[Call] = field(default_factory=list)
+    input_alt: tuple[int, ...] | None = None
+    output_alt: tuple[int, ...] | None = None
 
     @property
     def is_leaf(self) -> bool:
@@ -93,6 +96,7 @@ class Trace:
     calls: list[Call]
     roots: list[Call]
     output: torch.Tensor | None
+    alt_size: int | None = None
 
     def calls_of(self, module: nn.Module) -> list[Call]:
         return [c for c in self.calls if c.module is module]
@@ -124,7 +128,7 @@ def trace_forward(model: nn.Module, run: Callable[[torch.Tensor], Any], x: torch
             tensor = None  # a list of tensors (DenseNet) is not one map
         parent = stack[-1] if stack else None
         call = Call(paths[id(module)], module, parent, len(calls), tensor, fingerprint_of(tensor),
-                    plain_input=len(args) == 1 and not kwargs and tensor is not None)
+                    plain_input=tensor is not None and all(a is None for a in (*args[1:], *kwargs.values())))
         calls.append(call)
         (parent.children if parent is not None else roots).append(call)
         stack.append(call)
@@ -153,3 +157,19 @@ def trace_forward(model: nn.Module, run: Callable[[torch.Tensor], Any], x: torch
             h.remove()
         model.train(was_training)
     return Trace(image=x, calls=calls, roots=roots, output=_first_tensor(output))
+
+
+def attach_second_run(trace: Trace, other: Trace) -> bool:
+    """Give each call of ``trace`` the shapes its counterpart saw in ``other``, a run on frames of another size.
+
+    A dimension that changes with the frame size is spatial; one that does not is channels (or
+    batch, heads, windows). Calls are matched by order, which holds when the forward takes the same
+    path at both sizes; returns ``False`` (and attaches nothing) when it did not.
+    """
+    if len(trace.calls) != len(other.calls) or any(a.module is not b.module for a, b in zip(trace.calls, other.calls)):
+        return False
+    for a, b in zip(trace.calls, other.calls):
+        a.input_alt = tuple(b.input.shape) if b.input is not None else None
+        a.output_alt = tuple(b.output.shape) if b.output is not None else None
+    trace.alt_size = int(other.image.shape[-1])
+    return True

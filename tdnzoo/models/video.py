@@ -170,6 +170,30 @@ def _temporal_blocks(layout: BackboneLayout, stages: tuple[int, ...], kind: str)
     return residual or blocks
 
 
+def _checked_short_term(layout: BackboneLayout, num_segments: int, frames_per_segment: int) -> ShortTermTDM:
+    """The S-TDM stream, run once on the dry run's frames; without the stage copy if only that fails.
+
+    S-TDM runs its copies on average-pooled (half-size) differences. A first stage that cannot take
+    that size leaves the stem's fusion alone (``layout`` is updated to say so).
+
+    Raises:
+        UnsupportedBackboneError: the stem copy itself cannot run on them.
+    """
+    frames = torch.randn(num_segments, 3 * frames_per_segment, layout.size, layout.size)
+    while True:
+        try:
+            stream = short_term_stream(layout, num_segments, frames_per_segment)
+            with torch.no_grad():
+                stream.eval()(frames)
+            return stream.train()
+        except Exception as exc:  # noqa: BLE001 - reported below or retried without the stage
+            if layout.first_stage is None:
+                raise unsupported(layout.name, layout.family, "its stem does not run on the half-size difference "
+                                  f"frames S-TDM gives it ({type(exc).__name__}: {exc})") from exc
+            layout.first_stage = None
+            layout.fusion_points = layout.fusion_points[:1]
+
+
 def _insert(backbone: nn.Module, position: Position, make) -> None:
     """Wrap the op at ``position`` in a :class:`TemporalInsert` of ``make(channels)``."""
     temporal = make(position.layout.channels)
@@ -310,7 +334,7 @@ def temporalize(
     elif method == "tdn":
         if not layout.fusion_points:
             raise unsupported(name, layout.family, f"S-TDM needs a stem: {layout.stem_problem}")
-        short_term = short_term_stream(layout, num_segments, frames_per_segment)  # copied before any insertion
+        short_term = _checked_short_term(layout, num_segments, frames_per_segment)  # copied before any insertion
         alpha_beta = tuple(fusion_weights) if fusion_weights is not None else official_fusion_weights(num_segments)
         if long_term or temporal_conv:
             blocks = _temporal_blocks(layout, long_term_stages, "difference")
