@@ -118,7 +118,13 @@ def dry_run_size(model: nn.Module) -> tuple[int, bool]:
                 return int(size if isinstance(size, int) else size[-1]), True
         return int(cfg.get("input_size", (3, 224, 224))[-1]), True
     reductions = [int(f["reduction"]) for f in getattr(model, "feature_info", None) or []]
-    return max(64, 2 * max(reductions, default=32)), False
+    size = max(64, 2 * max(reductions, default=32))
+    embed = next((m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "patch_embed"), None)
+    patch = getattr(embed, "patch_size", None)
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    if isinstance(patch, int) and patch > 1 and size % patch:
+        size = patch * -(-size // patch)  # a multiple of a patch size such as 14
+    return size, False
 
 
 # -- blocks -----------------------------------------------------------------------------------
@@ -377,8 +383,10 @@ def _stem_chain(trace: Trace, first_stage: Call | None, blocks: list[Block], thr
                     return chain, call.consumes(tensor, fingerprint)
                 level = call.children
                 break
-            holds_block = any(id(c.module) in block_modules for c in (call, *call.descendants()))
-            if holds_block or not (call.consumes(tensor, fingerprint) and call.plain_input):
+            if any(id(c.module) in block_modules for c in (call, *call.descendants())):
+                level = call.children  # a module holding the blocks (an encoder): its stem is inside
+                break
+            if not (call.consumes(tensor, fingerprint) and call.plain_input):
                 return chain, False
             chain.append(call)
             tensor, fingerprint = call.output, call.output_print
@@ -393,7 +401,7 @@ def _fusion_point(call: Call, ctx: _Context) -> Position | None:
         if producer is not call and (_lift(producer, call) is not producer or not producer.plain_output):
             continue  # inside a reparameterizable module, or returning more: wrap the outer module instead
         layout = ctx.layout(producer, output=True)
-        if layout is not None and layout.prefix == 0:
+        if layout is not None:
             return Position(producer.module, producer.path, layout, after=True)
     return None
 

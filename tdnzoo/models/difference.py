@@ -40,10 +40,13 @@ class FirstOutput(nn.Module):
 
 
 def _relax_input_size(module: nn.Module) -> None:
-    """Let copied patch embeddings take the half-size difference frames (timm checks the size otherwise)."""
+    """Let copied patch embeddings take the half-size difference frames: timm checks the size
+    otherwise, and pads to a multiple of the patch size only when asked."""
     for m in module.modules():
         if getattr(m, "strict_img_size", None) is True:
             m.strict_img_size = False
+        if getattr(m, "dynamic_img_pad", None) is False:
+            m.dynamic_img_pad = True
 
 
 def _adapt_input_convs(stem: nn.Module, channels: int, size: int) -> bool:

@@ -59,7 +59,7 @@ def is_spatial_leaf(module: nn.Module) -> bool:
         return max(module.kernel_size) > 1
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
         kernel = module.kernel_size
-        return (max(kernel) if isinstance(kernel, tuple) else kernel) > 1
+        return (max(kernel) if isinstance(kernel, (tuple, list)) else kernel) > 1
     return False
 
 

@@ -40,6 +40,7 @@ class VideoClassifier(nn.Module):
         num_classes: classifier outputs (0 when the classifier was removed).
         num_features: width of ``forward_head(x, pre_logits=True)``.
         backbone: the timm model, with temporal modules inserted in its blocks.
+        probe_size: a frame size the backbone is known to take (construction ran at it).
         short_term: TDN's S-TDM difference stream, else ``None``.
         pretrained_cfg: metadata dict, as in timm.
     """
@@ -70,6 +71,9 @@ class VideoClassifier(nn.Module):
         # Paths in the backbone of the DifferenceFusion wrappers: after the stem, after the first stage.
         self.fusion_points = tuple(fusion_points)
         self.min_size = int(min_size or layout.min_size)
+        # A frame size the backbone takes (the construction checks ran at it): some take only
+        # sizes divisible by their patch (14) or window.
+        self.probe_size = int(layout.size)
         self.backbone_name = layout.name
         self.backbone_family = layout.family
         self.num_classes = int(getattr(backbone, "num_classes", 0))
