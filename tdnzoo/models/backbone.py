@@ -174,12 +174,17 @@ def _sub_units(call: Call) -> list[Call]:
 
 
 def _find_blocks(call: Call) -> list[Call]:
-    """The smallest repeated units at or below ``call``."""
+    """The smallest repeated units at or below ``call``.
+
+    A unit that runs its sub-units one after the other (a stage) holds blocks; so does one that
+    merges several sub-units of one kind that are blocks themselves, not plain op sequences
+    (DenseNet's block of layers, HRNet's branches; not a NASNet cell of separable-conv branches).
+    """
     if is_unit(call.module):
         subs = _sub_units(call)
-        kinds = [type(s.module) for s in subs]
+        kinds = [type(s.module) for s in subs if not _is_chain(s)]
         repeated = any(kinds.count(k) > 1 for k in kinds)
-        if _is_chain(call) or (len(subs) >= 2 and repeated):
+        if _is_chain(call) or repeated:
             inner = [b for s in subs for b in _find_blocks(s)]
             return inner or [call]
         return [call]
