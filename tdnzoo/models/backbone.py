@@ -34,13 +34,14 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
-from .ops import SHORTCUT, is_no_op, is_norm, is_reparameterizable, is_spatial_leaf, is_token_mixer, is_unit
+from .ops import SHORTCUT, is_mixing_op, is_no_op, is_norm, is_reparameterizable, is_spatial_leaf, is_unit
 from .probe import Call, Trace, attach_second_run, fingerprint_of, trace_forward
 from .tokens import MapLayout, detect_layout
 
 __all__ = ["BackboneLayout", "Block", "Position", "analyze_backbone", "dry_run_size", "family_of"]
 
 DRY_RUN_BATCH = 2
+_RESIDUAL_FLAGS = ("has_skip", "has_residual", "use_res_connect", "use_residual", "use_shortcut", "add_identity", "residual")
 
 
 @dataclass
@@ -120,10 +121,9 @@ def dry_run_size(model: nn.Module) -> tuple[int, bool]:
     reductions = [int(f["reduction"]) for f in getattr(model, "feature_info", None) or []]
     size = max(64, 2 * max(reductions, default=32))
     embed = next((m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "patch_embed"), None)
-    patch = getattr(embed, "patch_size", None)
-    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-    if isinstance(patch, int) and patch > 1 and size % patch:
-        size = patch * -(-size // patch)  # a multiple of a patch size such as 14
+    proj = getattr(embed, "proj", None)
+    if isinstance(proj, nn.Conv2d) and proj.kernel_size == proj.stride and size % proj.stride[0]:
+        size = proj.stride[0] * -(-size // proj.stride[0])  # a multiple of a patch size such as 14
     return size, False
 
 
@@ -164,43 +164,95 @@ def _is_chain(call: Call) -> bool:
 
 
 def _sub_units(call: Call) -> list[Call]:
+    """The outermost units inside ``call`` (not looking inside ops that mix positions, such as a
+    reparameterizable token mixer built of blocks)."""
     found = []
     for child in call.children:
         if is_unit(child.module):
             found.append(child)
-        else:
+        elif not is_mixing_op(child.module):
             found.extend(_sub_units(child))
     return found
 
 
-def _find_blocks(call: Call) -> list[Call]:
+def _mixes_outside(call: Call, subs: list[Call]) -> bool:
+    """``call`` mixes positions outside ``subs`` (strided downsampling convs aside): it is a block
+    of its own around them (SwiftFormer's attention around a local conv block), not a stage."""
+    for c in call.descendants():
+        if any(c.within(s) for s in subs) or not is_mixing_op(c.module):
+            continue
+        if max(getattr(c.module, "stride", (1,)) if isinstance(getattr(c.module, "stride", 1), tuple)
+               else (getattr(c.module, "stride", 1) or 1,)) == 1:
+            return True
+    return False
+
+
+def _find_blocks(call: Call, ctx: _Context) -> list[Call]:
     """The smallest repeated units at or below ``call``.
 
     A unit that runs its sub-units one after the other (a stage) holds blocks; so does one that
-    merges several sub-units of one kind that are blocks themselves, not plain op sequences
-    (DenseNet's block of layers, HRNet's branches; not a NASNet cell of separable-conv branches).
+    merges several residual sub-units of one kind (HRNet's branches, a MaxViT block; not a NASNet
+    cell of separable-conv branches nor a GhostNet block of ghost modules), or one whose only
+    position-mixing ops are inside sub-units that timm marks residual (a CSP stage around its
+    bottlenecks).
     """
     if is_unit(call.module):
         subs = _sub_units(call)
-        kinds = [type(s.module) for s in subs if not _is_chain(s)]
-        repeated = any(kinds.count(k) > 1 for k in kinds)
-        if _is_chain(call) or repeated:
-            inner = [b for s in subs for b in _find_blocks(s)]
-            return inner or [call]
+        declared = [s for s in subs if _declares_residual(s.module)]
+        kinds = [type(s.module) for s in subs]
+        repeated = any(kinds.count(type(s.module)) > 1 for s in subs if s in declared or _carries_input(s))
+        if _is_chain(call) or repeated or (declared and not _mixes_outside(call, subs)):
+            inner = [b for s in subs for b in _find_blocks(s, ctx)]
+            # Sub-blocks that never see a per-frame map (MobileViT's transformer on unfolded
+            # patches) leave the place to the unit around them.
+            if any(shift_position(b, ctx) is not None for b in inner):
+                return inner
         return [call]
-    return [b for child in call.children for b in _find_blocks(child)]
+    return [b for child in call.children for b in _find_blocks(child, ctx)]
+
+
+def _carries_input(call: Call) -> bool:
+    """Replayed with its convolution and linear weights zeroed, the module still returns a map
+    correlated with its input: an identity path runs through it, as through a residual block
+    (a ghost module or an attention, zeroed, returns a constant)."""
+    x = call.input
+    if x is None or call.output is None or call.output.shape != x.shape:
+        return False
+    params = {n: torch.zeros_like(p) if p.dim() >= 2 else p for n, p in call.module.named_parameters()}
+    try:
+        with torch.no_grad():
+            out = torch.func.functional_call(call.module, params, call.args, call.kwargs)
+    except Exception:  # noqa: BLE001 - cannot be replayed alone: no evidence of a skip
+        return False
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        return False
+    a, b = (out - out.mean()).flatten().double(), (x - x.mean()).flatten().double()
+    return float(a @ b) > 0.5 * float(a.norm() * b.norm())
+
+
+def _declares_residual(module: nn.Module) -> bool:
+    """timm says so: a residual flag, a shortcut module or a stochastic-depth ``drop_path``."""
+    for flag in _RESIDUAL_FLAGS:
+        if isinstance(getattr(module, flag, None), bool):
+            return getattr(module, flag)
+    return any((SHORTCUT.match(name) or name.startswith("drop_path")) and child is not None
+               for name, child in module.named_children())
 
 
 def _has_residual(call: Call) -> bool:
-    """Whether a block adds its input back (timm's flags, else: a shortcut module, or an output no child returned)."""
+    """Whether a block adds its input back: timm's flags, a shortcut module, else a block that keeps its
+    input's shape and is not a plain sequence of its children (its output comes from an add or a merge)."""
     m = call.module
     if call.is_leaf:
         return False
-    for flag in ("has_skip", "has_residual", "use_res_connect", "use_residual"):
+    for flag in _RESIDUAL_FLAGS:
         if isinstance(getattr(m, flag, None), bool):
             return getattr(m, flag)
     if any(SHORTCUT.match(name) and child is not None for name, child in m.named_children()):
         return True
+    if call.input is None or call.output is None or call.input.shape != call.output.shape:
+        return False
     return not _is_chain(call)
 
 
@@ -276,17 +328,19 @@ def shift_position(block: Call, ctx: _Context) -> Position | None:
         op = next((c for c in _outermost(branch, block) if ctx.layout(c) is not None), None)
         if op is None:
             return None
-    while is_norm(op.module):
+    # Past normalisations (shifting normalised tokens keeps each token's statistics its own frame's)
+    # and past ops that cannot hold a module (one module shared by several blocks, as CoaT's
+    # positional convs): on to the op that consumes what they return.
+    for _ in range(8):
+        lifted = _lift(op, block)
+        position = None if is_norm(op.module) else ctx.position(lifted)
+        if position is not None:
+            return position
         following = _outermost([c for c in branch if c.index > op.index and c.consumes(op.output, op.output_print)], block)
         if len(following) != 1:
-            return ctx.position(_lift(op, block), after=_lift(op, block) is op)
+            return ctx.position(lifted, after=lifted is op) if is_norm(op.module) else None
         op = following[0]
-    lifted = _lift(op, block)
-    return ctx.position(lifted) or (ctx.position(op) if lifted is op else None)
-
-
-def _is_mixing_op(call: Call) -> bool:
-    return is_spatial_leaf(call.module) or is_token_mixer(call.module)
+    return None
 
 
 def _is_stream(tensor: torch.Tensor | None, fingerprint, block: Call, branch: list[Call]) -> bool:
@@ -303,7 +357,7 @@ def difference_position(block: Call, ctx: _Context) -> Position | None:
     branch = _branch(block)
     if block.is_leaf or is_reparameterizable(block.module) or _multi_branch(block, branch):
         return ctx.position(block)
-    mixing = next((c for c in branch if _is_mixing_op(c)), None)
+    mixing = next((c for c in branch if is_mixing_op(c.module)), None)
     if mixing is None:
         return shift_position(block, ctx)
     # The op itself or the innermost module holding it that receives a whole map ...
@@ -388,7 +442,9 @@ def _stem_chain(trace: Trace, first_stage: Call | None, blocks: list[Block], thr
                     return chain, call.consumes(tensor, fingerprint)
                 level = call.children
                 break
-            if any(id(c.module) in block_modules for c in (call, *call.descendants())):
+            if id(call.module) in block_modules:
+                return chain, False
+            if any(id(c.module) in block_modules for c in call.descendants()):
                 level = call.children  # a module holding the blocks (an encoder): its stem is inside
                 break
             if not (call.consumes(tensor, fingerprint) and call.plain_input):
@@ -471,7 +527,7 @@ def _blocks(trace: Trace, ctx: _Context, features: list[_Feature]) -> list[Block
     start = next((f.start for f in features if f.reduction >= 4), features[0].start if features else 0)
     found: list[Call] = []
     for root in trace.roots:
-        found.extend(b for b in _find_blocks(root) if b.index >= start and b not in found)
+        found.extend(b for b in _find_blocks(root, ctx) if b.index >= start and b not in found)
     if not found:  # a plain stack of convolutions (VGG): each spatial conv is a block, with no residual
         found = [c for c in trace.calls if c.index >= start and isinstance(c.module, nn.Conv2d) and is_spatial_leaf(c.module)]
     blocks: list[Block] = []

@@ -43,6 +43,7 @@ class Call:
     ``plain_input``: the module got that one tensor and nothing else (or ``None`` for the rest);
     ``plain_output``: it returned a tensor, not a tuple. ``input_alt`` / ``output_alt``: the shapes
     the same call saw in a second dry run on frames of another size (see :func:`attach_second_run`).
+    ``args`` / ``kwargs``: what it was called with, to replay it.
     """
 
     path: str
@@ -59,6 +60,8 @@ class Call:
     children: list[Call] = field(default_factory=list)
     input_alt: tuple[int, ...] | None = None
     output_alt: tuple[int, ...] | None = None
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
 
     @property
     def is_leaf(self) -> bool:
@@ -128,7 +131,8 @@ def trace_forward(model: nn.Module, run: Callable[[torch.Tensor], Any], x: torch
             tensor = None  # a list of tensors (DenseNet) is not one map
         parent = stack[-1] if stack else None
         call = Call(paths[id(module)], module, parent, len(calls), tensor, fingerprint_of(tensor),
-                    plain_input=tensor is not None and all(a is None for a in (*args[1:], *kwargs.values())))
+                    plain_input=tensor is not None and all(a is None for a in (*args[1:], *kwargs.values())),
+                    args=args, kwargs=dict(kwargs))
         calls.append(call)
         (parent.children if parent is not None else roots).append(call)
         stack.append(call)

@@ -102,9 +102,9 @@ def detect_layout(
     dimensions are those that follow the frame size, which settles ``[N, 16, 16, 16]``. Without
     it: a map must keep the batch (windows, heads or a flattened batch are not per-frame maps) and
     have a square grid no larger than the frames (an attention matrix is not a map), and
-    ``[N, a, a, a]`` reads as channels-first. A token sequence must hold a square grid that tiles the
-    frame, after ``prefix_tokens`` (when the model says how many) or after the fewest of up to 8
-    that makes one (class, register and distillation tokens).
+    ``[N, a, a, a]`` reads as channels-first. A token sequence must hold a square grid after
+    ``prefix_tokens`` (when the model says how many) or after the fewest of up to 8 that makes one
+    (class, register and distillation tokens).
     """
     if t is None or t.shape[0] != batch or not t.is_floating_point():
         return None
@@ -131,7 +131,7 @@ def detect_layout(
         for prefix in range(9) if prefix_tokens is None else dict.fromkeys((prefix_tokens, 0)):
             side = math.isqrt(max(length - prefix, 0))
             # a grid of one token is a class token alone (CaiT's class-attention blocks), not a map
-            if not (1 < side <= size and side * side == length - prefix and size % side == 0):
+            if not (1 < side <= size and side * side == length - prefix):
                 continue
             if known:
                 alt_side = math.isqrt(max(alt_shape[1] - prefix, 0))
