@@ -23,7 +23,7 @@ Everything is read from one dry run of the backbone's own ``forward_features`` (
   the first stage (a patch embedding and no stage for token models).
 
 Per-family rules (:mod:`tdnzoo.models.families`) override the placement where the generic rule
-gets a family wrong.
+gets a family wrong, and pin the official placement on ResNet.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
+from .families import PlacementRule, placement_rule
 from .ops import SHORTCUT, is_mixing_op, is_no_op, is_norm, is_reparameterizable, is_spatial_leaf, is_unit
 from .probe import Call, Trace, attach_second_run, fingerprint_of, trace_forward
 from .tokens import MapLayout, detect_layout
@@ -73,12 +74,16 @@ class Block:
 
 @dataclass
 class BackboneLayout:
-    """What tdnzoo read from a backbone's dry run."""
+    """What tdnzoo read from a backbone's dry run.
+
+    ``size``: the frame size it ran at; ``fixed``: the backbone takes that size only.
+    """
 
     name: str
     family: str
     size: int
     min_size: int
+    fixed: bool = False
     blocks: list[Block] = field(default_factory=list)
     stem: list[tuple[str, nn.Module]] = field(default_factory=list)
     first_stage: tuple[str, nn.Module] | None = None
@@ -522,7 +527,16 @@ def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, boo
     return trace, size, fixed
 
 
-def _blocks(trace: Trace, ctx: _Context, features: list[_Feature]) -> list[Block]:
+def _rule_positions(call: Call, rule: PlacementRule, ctx: _Context) -> tuple[Position | None, Position | None]:
+    """The positions a per-family rule names (attribute paths inside the block)."""
+    def at(attr: str) -> Position | None:
+        target = next((c for c in call.descendants() if c.path == f"{call.path}.{attr}"), None)
+        return ctx.position(target, after=rule.after) if target is not None else None
+
+    return at(rule.shift), at(rule.difference)
+
+
+def _blocks(trace: Trace, ctx: _Context, features: list[_Feature], family: str) -> list[Block]:
     """The blocks after the stem with their paper stage (from feature_info, else from their map size)."""
     start = next((f.start for f in features if f.reduction >= 4), features[0].start if features else 0)
     found: list[Call] = []
@@ -541,8 +555,12 @@ def _blocks(trace: Trace, ctx: _Context, features: list[_Feature]) -> list[Block
         stage = _stage_number(feature or reduction)
         index = counts.get(stage, 0)
         counts[stage] = index + 1
-        blocks.append(Block(call.path, call.module, stage, reduction, index, _has_residual(call),
-                            shift_position(call, ctx), difference_position(call, ctx)))
+        rule = placement_rule(family, type(call.module).__name__)
+        if rule is not None:
+            shift, difference = _rule_positions(call, rule, ctx)
+        else:
+            shift, difference = shift_position(call, ctx), difference_position(call, ctx)
+        blocks.append(Block(call.path, call.module, stage, reduction, index, _has_residual(call), shift, difference))
     return blocks
 
 
@@ -567,7 +585,7 @@ def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayou
     # stages to the blocks' map sizes.
     features = _features(model, trace)
     reductions = [f.reduction for f in features] or [32]
-    layout = BackboneLayout(name=name, family=family, size=size, min_size=size if fixed else max(reductions))
-    layout.blocks = _blocks(trace, ctx, features)
+    layout = BackboneLayout(name=name, family=family, size=size, min_size=size if fixed else max(reductions), fixed=fixed)
+    layout.blocks = _blocks(trace, ctx, features, family)
     _analyze_stem(trace, ctx, features, layout)
     return layout

@@ -15,6 +15,7 @@ from torch import nn
 from ..layers import LongTermStack, LongTermTDM, SegmentConsensus, ShortTermTDM, TemporalConv, TemporalShift
 from .backbone import BackboneLayout, Block, Position, analyze_backbone, unsupported
 from .difference import short_term_stream
+from .families import refusal
 from .fusion import DifferenceFusion
 from .insertion import TemporalInsert, replace_module
 
@@ -321,6 +322,8 @@ def temporalize(
             backbone.reset_classifier(num_classes)
 
     layout = analyze_backbone(backbone, name)
+    if method != "tsn" and refusal(layout.family) is not None:
+        raise unsupported(name, layout.family, refusal(layout.family))
     model_args: dict[str, Any] = {"num_segments": num_segments, "num_classes": int(backbone.num_classes)}
     short_term = None
     fusion_points: tuple[str, ...] = ()
@@ -377,8 +380,9 @@ def temporalize(
         "num_segments": num_segments,
         "frames_per_segment": frames_per_segment,
         # Video recipes (TSN/TSM/TDN) resize the short side to 256 and crop 224, bilinear,
-        # whatever ImageNet recipe the backbone had; normalisation follows the backbone.
-        "input_size": (3, 224, 224),
+        # whatever ImageNet recipe the backbone had (a backbone that takes one size only: that
+        # size); normalisation follows the backbone.
+        "input_size": (3, layout.size, layout.size) if layout.fixed else (3, 224, 224),
         "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         "interpolation": "bilinear",
