@@ -13,7 +13,7 @@ __all__ = ["build_parser", "main"]
 # Modules under tdnzoo.cli, each registering one or more subcommands, in help order.
 COMMAND_MODULES = (
     "models_cmd", "convert_cmd", "hub_cmd", "train_cmd", "eval_cmd", "predict_cmd", "export_cmd", "synth_cmd",
-    "bench_cmd",
+    "bench_cmd", "backbones_cmd",
 )
 
 

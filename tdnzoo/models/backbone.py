@@ -495,9 +495,13 @@ def _analyze_stem(trace: Trace, ctx: _Context, features: list[_Feature], layout:
             layout.fusion_points.append(stage_point)
 
 
-def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, bool]:
-    """Trace ``forward_features`` at the dry-run size (else the model's own size), and once more at
-    another size when the model takes any (to tell grid dimensions from channels)."""
+def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, bool, bool]:
+    """Trace ``forward_features`` at the dry-run size (else twice that, else the model's own size), and
+    once more at another size when the model takes any (to tell grid dimensions from channels).
+
+    Returns the trace, its frame size, whether the model takes that size only, and whether a
+    smaller size failed (the frame size is then the smallest known to work).
+    """
     size, fixed = dry_run_size(model)
     own = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
 
@@ -506,13 +510,14 @@ def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, boo
         return trace_forward(model, model.forward_features, x)
 
     trace, error = None, None
-    for attempt in dict.fromkeys((size, own)):
+    for attempt in dict.fromkeys((size, 2 * size, own)) if not fixed else (size,):
         try:
             trace = run(attempt)
         except Exception as exc:  # noqa: BLE001 - any failure: try the model's own size, then report
             error = exc
             continue
-        fixed = fixed or attempt != size  # it failed on a small size: it wants its own
+        fixed = fixed or attempt == own != size  # only its own size worked: treat it as fixed
+        smaller_failed = attempt != size
         size = attempt
         break
     if trace is None:
@@ -524,7 +529,7 @@ def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, boo
                     break
             except Exception:  # noqa: BLE001 - a size it does not take: try the next
                 continue
-    return trace, size, fixed
+    return trace, size, fixed, smaller_failed
 
 
 def _rule_positions(call: Call, rule: PlacementRule, ctx: _Context) -> tuple[Position | None, Position | None]:
@@ -578,14 +583,15 @@ def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayou
     name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     if not getattr(model, "feature_info", None) or not all(hasattr(model, m) for m in ("forward_features", "forward_head")):
         raise unsupported(name, family, "it has no timm feature_info / forward_features / forward_head")
-    trace, size, fixed = _dry_runs(model, name, family)
+    trace, size, fixed, smaller_failed = _dry_runs(model, name, family)
     prefix = getattr(model, "num_prefix_tokens", None)
     ctx = _Context(trace, size, int(prefix) if isinstance(prefix, int) else None)
     # Feature modules whose names do not resolve (a typo in a timm family's feature_info) leave the
     # stages to the blocks' map sizes.
     features = _features(model, trace)
     reductions = [f.reduction for f in features] or [32]
-    layout = BackboneLayout(name=name, family=family, size=size, min_size=size if fixed else max(reductions), fixed=fixed)
+    min_size = size if fixed or smaller_failed else max(reductions)
+    layout = BackboneLayout(name=name, family=family, size=size, min_size=min_size, fixed=fixed)
     layout.blocks = _blocks(trace, ctx, features, family)
     _analyze_stem(trace, ctx, features, layout)
     return layout
