@@ -104,18 +104,23 @@ def run_speed_benchmark(config: SpeedConfig, *, progress: bool = True) -> SpeedR
     for name in names:
         torch.manual_seed(0)
         model = create_model(name, num_classes=config.num_classes, num_segments=config.num_segments).eval()
-        fc = flop_breakdown(model, input_size=config.size)
+        # A backbone that takes one frame size only (a ViT, Swin) is timed at that size.
+        size = model.pretrained_cfg["input_size"][-1] if model.pretrained_cfg.get("fixed_input_size") else config.size
+        fc = flop_breakdown(model, input_size=size)
+        if size != config.size:
+            result.notes.append(f"{name} takes {size}x{size} frames only: timed at that size")
         row = {
             "model": name,
             "method": model.method,
             "backbone": model.backbone_name,
+            "size": size,
             "params": fc.params,
             "gflops": fc.gflops,
             "elementwise_gflops": fc.elementwise_gflops,
         }
         model = _prepare(model, config)
         run_eval = _maybe_compile(model, config)
-        shape = (model.num_frames, 3, config.size, config.size)
+        shape = (model.num_frames, 3, size, size)
         x = torch.randn(config.batch, *shape, device=config.device)
         xb = torch.randn(config.throughput_batch, *shape, device=config.device)
 

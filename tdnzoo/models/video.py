@@ -383,6 +383,7 @@ def temporalize(
         # whatever ImageNet recipe the backbone had (a backbone that takes one size only: that
         # size); normalisation follows the backbone.
         "input_size": (3, layout.size, layout.size) if layout.fixed else (3, 224, 224),
+        "fixed_input_size": layout.fixed,
         "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         "interpolation": "bilinear",
