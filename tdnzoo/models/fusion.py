@@ -24,6 +24,9 @@ from .tokens import MapLayout
 
 __all__ = ["DifferenceFusion"]
 
+# torch.fx records the fusion as one call (its size logic is not traceable), as timm does its helpers.
+torch.fx.wrap("fuse_difference")
+
 
 class DifferenceFusion(nn.Module):
     """Returns ``alpha * inner(...) + beta * up(difference)``, ``up`` nearest to ``inner``'s map size.
