@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Call", "Trace", "attach_second_run", "fingerprint_of", "trace_forward"]
+__all__ = ["Call", "Trace", "attach_second_run", "fingerprint_of", "is_chain", "outermost", "trace_forward"]
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -177,3 +177,28 @@ def attach_second_run(trace: Trace, other: Trace) -> bool:
         a.output_alt = tuple(b.output.shape) if b.output is not None else None
     trace.alt_size = int(other.image.shape[-1])
     return True
+
+
+def outermost(calls: list[Call], below: Call) -> list[Call]:
+    """Those of ``calls`` not nested in another of them (looking up to ``below``)."""
+    chosen = set(map(id, calls))
+    result = []
+    for c in calls:
+        parent = c.parent
+        while parent is not None and parent is not below and id(parent) not in chosen:
+            parent = parent.parent
+        if parent is None or parent is below:
+            result.append(c)
+    return result
+
+
+def is_chain(call: Call) -> bool:
+    """Its children run one after the other on each other's outputs and the last one's output is its output."""
+    if not call.children:
+        return False
+    tensor, fingerprint = call.input, call.input_print
+    for child in call.children:
+        if not child.consumes(tensor, fingerprint):
+            return False
+        tensor, fingerprint = child.output, child.output_print
+    return call.output is tensor and call.output_print == fingerprint

@@ -84,8 +84,11 @@ class MapLayout:
 
 
 def _scales(side: int, alt_side: int, size: int, alt_size: int) -> bool:
-    """``side`` at frames of ``size`` becomes ``alt_side`` at ``alt_size``, as a map's grid does (up to rounding)."""
-    return abs(alt_side - side * alt_size / size) <= 1.0
+    """``side`` at frames of ``size`` becomes ``alt_side`` at ``alt_size`` as a map's grid does: in
+    proportion, up to rounding and the few pixels unpadded convs take (Inception). An attention
+    matrix over ``L = h * w`` tokens grows with the square of the frame size instead."""
+    ratio = alt_size / size
+    return alt_side > side and (alt_side - 1) / side <= ratio + 0.5 and (alt_side + 1) / side >= min(ratio, 1.25)
 
 
 def detect_layout(
