@@ -152,16 +152,20 @@ def _run_speed_benchmark(config: SpeedConfig, *, progress: bool) -> SpeedResult:
     for name in names:
         torch.manual_seed(0)
         model = create_model(name, num_classes=config.num_classes, num_segments=config.num_segments).eval()
-        counts, note = _measure_flops(model, config.size)
+        # A backbone that takes one frame size only (a ViT, Swin) is timed at that size.
+        size = model.pretrained_cfg["input_size"][-1] if model.pretrained_cfg.get("fixed_input_size") else config.size
+        if size != config.size:
+            result.notes.append(f"{name} takes {size}x{size} frames only: timed at that size")
+        counts, note = _measure_flops(model, size)
         if note and note not in result.notes:
             result.notes.append(note)
         model = _prepare(model, config)
-        shape = (model.num_frames, 3, config.size, config.size)
+        shape = (model.num_frames, 3, size, size)
         x = torch.randn(config.batch, *shape, device=config.device)
         target = torch.zeros(config.batch, dtype=torch.long, device=config.device)
         for variant in config.variants():
             row = {"model": name, "variant": variant, "method": model.method, "backbone": model.backbone_name,
-                   **counts}
+                   "size": size, **counts}
             run_eval = _inference_runner(model, variant, config)
 
             def infer(run=run_eval, inp=x):

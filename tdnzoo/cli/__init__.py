@@ -21,7 +21,7 @@ __all__ = ["USER_ERRORS", "build_parser", "iter_commands", "main"]
 # Modules under tdnzoo.cli, each registering one or more subcommands, in help order.
 COMMAND_MODULES = (
     "models_cmd", "convert_cmd", "hub_cmd", "train_cmd", "eval_cmd", "predict_cmd", "export_cmd", "synth_cmd",
-    "bench_cmd",
+    "bench_cmd", "backbones_cmd",
 )
 # What a user's input can cause: bad values (ValueError), files that are missing or unwritable (OSError),
 # and tdnzoo's own errors (unknown models, damaged or mismatched weights, undecodable data).

@@ -1,29 +1,16 @@
-"""How tdnzoo reads a timm backbone: its stages, its blocks, where temporal modules go, its stem.
+"""How tdnzoo reads a timm backbone: its stages, its blocks and their temporal positions, its stem.
 
-Everything is read from one dry run of the backbone's own ``forward_features`` (see
+Everything is read from a dry run of the backbone's own ``forward_features`` (see
 :mod:`tdnzoo.models.probe`), never from a rebuilt forward:
 
 - **Stages** come from timm's ``feature_info``: paper stage ``k`` ends at the feature module of
   reduction ``2**k`` (stage 2 is ResNet's ``layer1``); stages past the fifth count as the fifth.
-- **Blocks** are the smallest repeated units of the stages: modules with two or more
-  convolutions / linear layers, one of which mixes positions (a spatial conv, attention, pooling),
-  found top-down through stage containers (a sequence of blocks, a DenseNet block of layers, an
-  HRNet module of branches).
-- **Where a temporal module goes in a block** (the op it precedes, taken from the call order and
-  from which tensor each op actually received):
-  the *shift* precedes the first op of the residual branch, normalisations excepted (the op that
-  consumes the block's input: ResNet's ``conv1``; after a pre-norm: a transformer's token mixer);
-  the *L-TDM + temporal conv* precede the first op that mixes positions (ResNet's ``conv2``, a
-  depthwise conv, attention), on the full map it receives. Where that op sees a split or windows
-  of the map, the module goes on the map before the split (after the op that produced it). A block
-  whose input feeds several branches (Inception, RepVGG), and ops inside a reparameterizable
-  module, get the module in front of the whole block / module, which reparameterization keeps.
+- **Blocks** are found by :mod:`tdnzoo.models.blocks`, the op each temporal module goes at by
+  :mod:`tdnzoo.models.placement`; per-family rules (:mod:`tdnzoo.models.families`) override the
+  placement where the generic rule gets a family wrong, and pin the official one on ResNet.
 - **The stem** is the chain of modules from the frames to the first stage, each consuming what the
   previous one returned; S-TDM copies it. Its fusion points are the maps after the stem and after
   the first stage (a patch embedding and no stage for token models).
-
-Per-family rules (:mod:`tdnzoo.models.families`) override the placement where the generic rule
-gets a family wrong.
 """
 from __future__ import annotations
 
@@ -34,26 +21,14 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
-from .ops import SHORTCUT, is_norm, is_reparameterizable, is_spatial_leaf, is_token_mixer, is_unit
-from .probe import Call, Trace, fingerprint_of, trace_forward
-from .tokens import MapLayout, detect_layout
+from .blocks import find_blocks, has_residual
+from .families import PlacementRule, placement_rule
+from .ops import is_spatial_leaf
+from .placement import DRY_RUN_BATCH, PlacementContext, Position, difference_position, lift, shift_position
+from .probe import Call, Trace, attach_second_run, fingerprint_of, trace_forward
 
 __all__ = ["BackboneLayout", "Block", "Position", "analyze_backbone", "dry_run_size", "family_of"]
 
-DRY_RUN_BATCH = 2
-
-
-@dataclass
-class Position:
-    """Where one temporal module goes: before (or after) ``module``, on a map of ``layout``."""
-
-    module: nn.Module
-    path: str
-    layout: MapLayout
-    after: bool = False
-
-    def describe(self) -> str:
-        return f"{'after' if self.after else 'before'} {self.path} ({self.layout.describe()})"
 
 
 @dataclass
@@ -72,12 +47,16 @@ class Block:
 
 @dataclass
 class BackboneLayout:
-    """What tdnzoo read from a backbone's dry run."""
+    """What tdnzoo read from a backbone's dry run.
+
+    ``size``: the frame size it ran at; ``fixed``: the backbone takes that size only.
+    """
 
     name: str
     family: str
     size: int
     min_size: int
+    fixed: bool = False
     blocks: list[Block] = field(default_factory=list)
     stem: list[tuple[str, nn.Module]] = field(default_factory=list)
     first_stage: tuple[str, nn.Module] | None = None
@@ -118,227 +97,59 @@ def dry_run_size(model: nn.Module) -> tuple[int, bool]:
                 return int(size if isinstance(size, int) else size[-1]), True
         return int(cfg.get("input_size", (3, 224, 224))[-1]), True
     reductions = [int(f["reduction"]) for f in getattr(model, "feature_info", None) or []]
-    return max(64, 2 * max(reductions, default=32)), False
-
-
-# -- blocks -----------------------------------------------------------------------------------
-
-
-def _relative(call: Call, ancestor: Call) -> list[str]:
-    return call.path[len(ancestor.path) + 1 :].split(".") if ancestor.path else call.path.split(".")
-
-
-def _in_shortcut(call: Call, block: Call) -> bool:
-    return any(SHORTCUT.match(part) for part in _relative(call, block))
-
-
-def _outermost(calls: list[Call], below: Call) -> list[Call]:
-    """Those of ``calls`` not nested in another of them (looking up to ``below``)."""
-    chosen = set(map(id, calls))
-    result = []
-    for c in calls:
-        parent = c.parent
-        while parent is not None and parent is not below and id(parent) not in chosen:
-            parent = parent.parent
-        if parent is None or parent is below:
-            result.append(c)
-    return result
-
-
-def _is_chain(call: Call) -> bool:
-    """Its children run one after the other on each other's outputs and the last one's output is its output."""
-    if not call.children:
-        return False
-    tensor, fingerprint = call.input, call.input_print
-    for child in call.children:
-        if not child.consumes(tensor, fingerprint):
-            return False
-        tensor, fingerprint = child.output, child.output_print
-    return call.output is tensor and call.output_print == fingerprint
-
-
-def _sub_units(call: Call) -> list[Call]:
-    found = []
-    for child in call.children:
-        if is_unit(child.module):
-            found.append(child)
-        else:
-            found.extend(_sub_units(child))
-    return found
-
-
-def _find_blocks(call: Call) -> list[Call]:
-    """The smallest repeated units at or below ``call``."""
-    if is_unit(call.module):
-        subs = _sub_units(call)
-        kinds = [type(s.module) for s in subs]
-        repeated = any(kinds.count(k) > 1 for k in kinds)
-        if _is_chain(call) or (len(subs) >= 2 and repeated):
-            inner = [b for s in subs for b in _find_blocks(s)]
-            return inner or [call]
-        return [call]
-    return [b for child in call.children for b in _find_blocks(child)]
-
-
-def _has_residual(call: Call) -> bool:
-    """Whether a block adds its input back (timm's flags, else: a shortcut module, or an output no child returned)."""
-    m = call.module
-    if call.is_leaf:
-        return False
-    for flag in ("has_skip", "has_residual", "use_res_connect", "use_residual"):
-        if isinstance(getattr(m, flag, None), bool):
-            return getattr(m, flag)
-    if any(SHORTCUT.match(name) and child is not None for name, child in m.named_children()):
-        return True
-    return not _is_chain(call)
-
-
-# -- positions inside a block -----------------------------------------------------------------
-
-
-class _Context:
-    """The dry run and what positions are checked against."""
-
-    def __init__(self, trace: Trace, size: int, prefix_tokens: int) -> None:
-        self.trace = trace
-        self.size = size
-        self.prefix_tokens = prefix_tokens
-
-    def layout(self, tensor: torch.Tensor | None) -> MapLayout | None:
-        return detect_layout(tensor, DRY_RUN_BATCH, self.size, self.prefix_tokens)
-
-    def position(self, call: Call, after: bool = False) -> Position | None:
-        """``call``'s op as a position, if the module runs once and sees a per-frame map there."""
-        if not self.trace.called_once(call.module):
-            return None
-        if after and not call.plain_output:
-            return None
-        layout = self.layout(call.output if after else call.input)
-        if layout is None:
-            return None
-        return Position(call.module, call.path, layout, after)
-
-
-def _lift(call: Call, block: Call) -> Call:
-    """The outermost reparameterizable module holding ``call`` (up to the block), else ``call``.
-
-    Reparameterization rebuilds such a module's inside, which would drop a wrapper placed there.
-    """
-    chosen = call
-    parent = call.parent
-    while parent is not None and parent is not block:
-        if is_reparameterizable(parent.module):
-            chosen = parent
-        parent = parent.parent
-    return block if is_reparameterizable(block.module) else chosen
-
-
-def _branch(block: Call) -> list[Call]:
-    return [c for c in block.descendants() if not _in_shortcut(c, block)]
-
-
-def _input_consumers(block: Call, branch: list[Call]) -> list[Call]:
-    consumers = [c for c in branch if c.consumes(block.input, block.input_print)]
-    return _outermost(consumers, block)
-
-
-def _multi_branch(block: Call, branch: list[Call]) -> bool:
-    return len({id(c.module) for c in _input_consumers(block, branch)}) >= 2
-
-
-def shift_position(block: Call, ctx: _Context) -> Position | None:
-    """Before the first op of the residual branch, normalisations excepted."""
-    branch = _branch(block)
-    if block.is_leaf or is_reparameterizable(block.module) or _multi_branch(block, branch):
-        return ctx.position(block)
-    consumers = _input_consumers(block, branch)
-    if consumers:
-        op = consumers[0]
-    else:  # the block reshapes or concatenates its input first (DenseNet): its first op on a map
-        op = next((c for c in _outermost(branch, block) if ctx.layout(c.input) is not None), None)
-        if op is None:
-            return None
-    while is_norm(op.module):
-        following = _outermost([c for c in branch if c.index > op.index and c.consumes(op.output, op.output_print)], block)
-        if len(following) != 1:
-            return ctx.position(_lift(op, block), after=_lift(op, block) is op)
-        op = following[0]
-    lifted = _lift(op, block)
-    return ctx.position(lifted) or (ctx.position(op) if lifted is op else None)
-
-
-def _is_mixing_op(call: Call) -> bool:
-    return is_spatial_leaf(call.module) or is_token_mixer(call.module)
-
-
-def _is_stream(tensor: torch.Tensor | None, fingerprint, block: Call, branch: list[Call]) -> bool:
-    """A map the branch carries whole: the block's input or an op's output (not a split or windows of one)."""
-    if tensor is None:
-        return False
-    if tensor is block.input and fingerprint == block.input_print:
-        return True
-    return any(c.output is tensor and c.output_print == fingerprint for c in branch)
-
-
-def difference_position(block: Call, ctx: _Context) -> Position | None:
-    """Before the first op that mixes positions, on the full map it works on."""
-    branch = _branch(block)
-    if block.is_leaf or is_reparameterizable(block.module) or _multi_branch(block, branch):
-        return ctx.position(block)
-    mixing = next((c for c in branch if _is_mixing_op(c)), None)
-    if mixing is None:
-        return shift_position(block, ctx)
-    # The op itself or the innermost module holding it that receives a whole map ...
-    call: Call | None = mixing
-    while call is not None and call is not block:
-        if _is_stream(call.input, call.input_print, block, branch) and ctx.layout(call.input) is not None:
-            # ... wrapped at the outermost module receiving that same tensor (a conv-norm-act, not its conv)
-            while (call.parent is not None and call.parent is not block
-                   and call.parent.consumes(call.input, call.input_print)):
-                call = call.parent
-            lifted = _lift(call, block)
-            position = ctx.position(lifted)
-            if position is not None:
-                return position
-            break
-        call = call.parent
-    # ... else after the op that produced the map it splits or windows.
-    earlier = [c for c in branch if c.index < mixing.index and not mixing.within(c) and c.plain_output
-               and _is_stream(c.output, c.output_print, block, branch) and ctx.layout(c.output) is not None]
-    for producer in reversed(_outermost(earlier, block)):
-        lifted = _lift(producer, block)
-        position = ctx.position(lifted, after=lifted is producer)
-        if position is not None:
-            return position
-    return None
+    size = max(64, 2 * max(reductions, default=32))
+    embed = next((m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "patch_embed"), None)
+    proj = getattr(embed, "proj", None)
+    if isinstance(proj, nn.Conv2d) and proj.kernel_size == proj.stride and size % proj.stride[0]:
+        size = proj.stride[0] * -(-size // proj.stride[0])  # a multiple of a patch size such as 14
+    return size, False
 
 
 # -- stages, stem and fusion points -----------------------------------------------------------
 
 
-def _feature_calls(model: nn.Module, trace: Trace) -> list[tuple[Call, int]]:
-    """The feature modules that ran once, with their reductions, in call order."""
+@dataclass
+class _Feature:
+    """A feature_info entry as it ran: its reduction, its first and last call, and its own call if it is called."""
+
+    reduction: int
+    start: int
+    end: int
+    call: Call | None
+
+
+def _features(model: nn.Module, trace: Trace) -> list[_Feature]:
+    """The feature modules that ran, in order. A container that is iterated rather than called
+    (CoaT's block lists) spans the calls of its children."""
     out = []
     for info in getattr(model, "feature_info", None) or []:
+        path = info["module"]
         try:
-            module = model.get_submodule(info["module"]) if info["module"] else None
+            module = model.get_submodule(path) if path else None
         except AttributeError:
             continue
         calls = trace.calls_of(module) if module is not None else []
         if len(calls) == 1:
-            out.append((calls[0], int(info["reduction"])))
-    return sorted(out, key=lambda pair: pair[0].exit_index)
+            out.append(_Feature(int(info["reduction"]), calls[0].index, calls[0].exit_index, calls[0]))
+        elif not calls and path:
+            inside = [c for c in trace.calls if c.path.startswith(path + ".")]
+            if inside:
+                out.append(_Feature(int(info["reduction"]), min(c.index for c in inside),
+                                    max(c.exit_index for c in inside), None))
+    return sorted(out, key=lambda f: f.end)
 
 
 def _stage_number(reduction: float) -> int:
     return min(5, max(1, round(math.log2(max(reduction, 1.0)))))
 
 
-def _stem_chain(trace: Trace, first_stage: Call | None) -> tuple[list[Call], bool]:
-    """Modules from the frames towards the first stage, each taking what the last returned.
+def _stem_chain(trace: Trace, first_stage: Call | None, blocks: list[Block], through: bool = False) -> tuple[list[Call], bool]:
+    """Modules from the frames towards the first stage, each taking what the last returned, up to the first block.
 
-    Returns the chain and whether it ends exactly at the first stage's input.
+    Returns the chain and whether it ends exactly at the first stage's input. With ``through``,
+    the first stage ends the chain as its last module (a stem that is itself a feature module).
     """
+    block_modules = {id(b.module) for b in blocks}
     tensor, fingerprint = trace.image, fingerprint_of(trace.image)
     chain: list[Call] = []
     level = trace.roots
@@ -346,8 +157,15 @@ def _stem_chain(trace: Trace, first_stage: Call | None) -> tuple[list[Call], boo
         for call in level:
             if first_stage is not None and first_stage.within(call):
                 if call is first_stage:
+                    if through and call.consumes(tensor, fingerprint) and call.plain_input:
+                        return [*chain, call], False
                     return chain, call.consumes(tensor, fingerprint)
                 level = call.children
+                break
+            if id(call.module) in block_modules:
+                return chain, False
+            if any(id(c.module) in block_modules for c in call.descendants()):
+                level = call.children  # a module holding the blocks (an encoder): its stem is inside
                 break
             if not (call.consumes(tensor, fingerprint) and call.plain_input):
                 return chain, False
@@ -357,22 +175,24 @@ def _stem_chain(trace: Trace, first_stage: Call | None) -> tuple[list[Call], boo
             return chain, False
 
 
-def _fusion_point(call: Call, ctx: _Context) -> Position | None:
+def _fusion_point(call: Call, ctx: PlacementContext) -> Position | None:
     """The deepest module returning ``call``'s output with its final value (parameter-free in most stems)."""
     producers = [p for p in ctx.trace.producers(call.output, call.output_print, call) if ctx.trace.called_once(p.module)]
     for producer in reversed(producers):
-        if producer is not call and (_lift(producer, call) is not producer or not producer.plain_output):
+        if producer is not call and (lift(producer, call) is not producer or not producer.plain_output):
             continue  # inside a reparameterizable module, or returning more: wrap the outer module instead
-        layout = ctx.layout(producer.output)
-        if layout is not None and layout.prefix == 0:
+        layout = ctx.layout(producer, output=True)
+        if layout is not None:
             return Position(producer.module, producer.path, layout, after=True)
     return None
 
 
-def _analyze_stem(model: nn.Module, trace: Trace, ctx: _Context, features: list[tuple[Call, int]], layout: BackboneLayout) -> None:
-    first = next(((c, r) for c, r in features if r >= 4), None)
-    first_stage = first[0] if first else None
-    chain, reached = _stem_chain(trace, first_stage)
+def _analyze_stem(trace: Trace, ctx: PlacementContext, features: list[_Feature], layout: BackboneLayout) -> None:
+    first = next((f for f in features if f.reduction >= 4), None)
+    first_stage = first.call if first is not None else None
+    chain, reached = _stem_chain(trace, first_stage, layout.blocks)
+    if not chain:  # the first feature module is the stem itself (a DCT or patchifying stem)
+        chain, reached = _stem_chain(trace, first_stage, layout.blocks, through=True)
     if not chain:
         layout.stem_problem = "no module takes the frames alone at the start of its forward"
         return
@@ -383,11 +203,85 @@ def _analyze_stem(model: nn.Module, trace: Trace, ctx: _Context, features: list[
     layout.stem = [(c.path, c.module) for c in chain]
     layout.tuple_outputs = {c.path for c in chain if not c.plain_output}
     layout.fusion_points = [stem_point]
-    if reached and first is not None and first[1] == 4 and first_stage.plain_input:
+    if reached and first_stage is not None and first.reduction == 4 and first_stage.plain_input:
         stage_point = _fusion_point(first_stage, ctx)
         if stage_point is not None:
             layout.first_stage = (first_stage.path, first_stage.module)
             layout.fusion_points.append(stage_point)
+
+
+def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, bool, bool]:
+    """Trace ``forward_features`` at the dry-run size (else twice that, else the model's own size), and
+    once more at another size when the model takes any (to tell grid dimensions from channels).
+
+    Returns the trace, its frame size, whether the model takes that size only, and whether a
+    smaller size failed (the frame size is then the smallest known to work).
+    """
+    size, fixed = dry_run_size(model)
+    own = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
+
+    def run(side: int) -> Trace:
+        x = torch.randn(DRY_RUN_BATCH, 3, side, side, generator=torch.Generator().manual_seed(0))
+        return trace_forward(model, model.forward_features, x)
+
+    trace, error = None, None
+    for attempt in dict.fromkeys((size, 2 * size, own)) if not fixed else (size,):
+        try:
+            trace = run(attempt)
+        except Exception as exc:  # noqa: BLE001 - any failure: try the model's own size, then report
+            error = exc
+            continue
+        fixed = fixed or attempt == own != size  # only its own size worked: treat it as fixed
+        smaller_failed = attempt != size
+        size = attempt
+        break
+    if trace is None:
+        raise unsupported(name, family, f"its forward_features fails on {size}x{size} frames ({error})")
+    if not fixed:
+        for other in (size * 3 // 2, size * 2):
+            try:
+                if attach_second_run(trace, run(other)):
+                    break
+            except Exception:  # noqa: BLE001 - a size it does not take: try the next
+                continue
+    return trace, size, fixed, smaller_failed
+
+
+def _rule_positions(call: Call, rule: PlacementRule, ctx: PlacementContext) -> tuple[Position | None, Position | None]:
+    """The positions a per-family rule names (attribute paths inside the block)."""
+    def at(attr: str) -> Position | None:
+        target = next((c for c in call.descendants() if c.path == f"{call.path}.{attr}"), None)
+        return ctx.position(target, after=rule.after) if target is not None else None
+
+    return at(rule.shift), at(rule.difference)
+
+
+def _blocks(trace: Trace, ctx: PlacementContext, features: list[_Feature], family: str) -> list[Block]:
+    """The blocks after the stem with their paper stage (from feature_info, else from their map size)."""
+    start = next((f.start for f in features if f.reduction >= 4), features[0].start if features else 0)
+    found: list[Call] = []
+    for root in trace.roots:
+        found.extend(b for b in find_blocks(root, ctx) if b.index >= start and b not in found)
+    if not found:  # a plain stack of convolutions (VGG): each spatial conv is a block, with no residual
+        found = [c for c in trace.calls if c.index >= start and isinstance(c.module, nn.Conv2d) and is_spatial_leaf(c.module)]
+    blocks: list[Block] = []
+    counts: dict[int, int] = {}
+    for call in found:
+        if not trace.called_once(call.module):
+            continue
+        grid = ctx.layout(call, output=True) or ctx.layout(call)
+        feature = next((f.reduction for f in features if f.end >= call.exit_index), None)
+        reduction = ctx.size / grid.grid[0] if grid is not None else float(feature or 32)
+        stage = _stage_number(feature or reduction)
+        index = counts.get(stage, 0)
+        counts[stage] = index + 1
+        rule = placement_rule(family, type(call.module).__name__)
+        if rule is not None:
+            shift, difference = _rule_positions(call, rule, ctx)
+        else:
+            shift, difference = shift_position(call, ctx), difference_position(call, ctx)
+        blocks.append(Block(call.path, call.module, stage, reduction, index, has_residual(call), shift, difference))
+    return blocks
 
 
 def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayout:
@@ -404,42 +298,15 @@ def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayou
     name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     if not getattr(model, "feature_info", None) or not all(hasattr(model, m) for m in ("forward_features", "forward_head")):
         raise unsupported(name, family, "it has no timm feature_info / forward_features / forward_head")
-    size, fixed = dry_run_size(model)
-    trace = None
-    for attempt in dict.fromkeys((size, int((model.pretrained_cfg or {}).get("input_size", (3, 224, 224))[-1]))):
-        x = torch.randn(DRY_RUN_BATCH, 3, attempt, attempt, generator=torch.Generator().manual_seed(0))
-        try:
-            trace = trace_forward(model, model.forward_features, x)
-            size = attempt
-            break
-        except Exception as exc:  # noqa: BLE001 - any failure: try the model's own size, then report
-            error = exc
-    if trace is None:
-        raise unsupported(name, family, f"its forward_features fails on {size}x{size} frames ({error})")
-    ctx = _Context(trace, size, int(getattr(model, "num_prefix_tokens", 0) or 0))
-    features = _feature_calls(model, trace)
-    if not features:
-        raise unsupported(name, family, "none of its feature_info modules runs in forward_features")
-
-    reductions = [r for _, r in features]
-    layout = BackboneLayout(name=name, family=family, size=size, min_size=size if fixed else max(reductions))
-    start = next((c.index for c, r in features if r >= 4), features[0][0].index)
-    found: list[Call] = []
-    for root in trace.roots:
-        found.extend(b for b in _find_blocks(root) if b.index >= start and b not in found)
-    if not found:  # a plain stack of convolutions (VGG): each spatial conv is a block, with no residual
-        found = [c for c in trace.calls if c.index >= start and isinstance(c.module, nn.Conv2d) and is_spatial_leaf(c.module)]
-    counts: dict[int, int] = {}
-    for call in found:
-        if not trace.called_once(call.module):
-            continue
-        stage_reduction = next((r for c, r in features if c.exit_index >= call.exit_index), None)
-        grid = ctx.layout(call.output) or ctx.layout(call.input)
-        reduction = size / grid.grid[0] if grid is not None else float(stage_reduction or reductions[-1])
-        stage = _stage_number(stage_reduction or reduction)
-        index = counts.get(stage, 0)
-        counts[stage] = index + 1
-        layout.blocks.append(Block(call.path, call.module, stage, reduction, index, _has_residual(call),
-                                   shift_position(call, ctx), difference_position(call, ctx)))
-    _analyze_stem(model, trace, ctx, features, layout)
+    trace, size, fixed, smaller_failed = _dry_runs(model, name, family)
+    prefix = getattr(model, "num_prefix_tokens", None)
+    ctx = PlacementContext(trace, size, int(prefix) if isinstance(prefix, int) else None)
+    # Feature modules whose names do not resolve (a typo in a timm family's feature_info) leave the
+    # stages to the blocks' map sizes.
+    features = _features(model, trace)
+    reductions = [f.reduction for f in features] or [32]
+    min_size = size if fixed or smaller_failed else max(reductions)
+    layout = BackboneLayout(name=name, family=family, size=size, min_size=min_size, fixed=fixed)
+    layout.blocks = _blocks(trace, ctx, features, family)
+    _analyze_stem(trace, ctx, features, layout)
     return layout

@@ -22,6 +22,7 @@ from torch import nn
 from ..layers import ShortTermTDM
 from .backbone import BackboneLayout
 from .probe import fingerprint_of, trace_forward
+from .tokens import FromMaps, ToMaps
 
 __all__ = ["FirstOutput", "difference_stem", "short_term_stream"]
 
@@ -39,10 +40,13 @@ class FirstOutput(nn.Module):
 
 
 def _relax_input_size(module: nn.Module) -> None:
-    """Let copied patch embeddings take the half-size difference frames (timm checks the size otherwise)."""
+    """Let copied patch embeddings take the half-size difference frames: timm checks the size
+    otherwise, and pads to a multiple of the patch size only when asked."""
     for m in module.modules():
         if getattr(m, "strict_img_size", None) is True:
             m.strict_img_size = False
+        if getattr(m, "dynamic_img_pad", None) is False:
+            m.dynamic_img_pad = True
 
 
 def _adapt_input_convs(stem: nn.Module, channels: int, size: int) -> bool:
@@ -94,7 +98,20 @@ def difference_stem(layout: BackboneLayout, frames_per_segment: int) -> nn.Seque
 
 
 def short_term_stream(layout: BackboneLayout, num_segments: int, frames_per_segment: int) -> ShortTermTDM:
-    """The S-TDM: the difference stem and, where the backbone has a first stage at reduction 4, its copy."""
-    stage = copy.deepcopy(layout.first_stage[1]) if layout.first_stage is not None else nn.Identity()
-    _relax_input_size(stage)
-    return ShortTermTDM(difference_stem(layout, frames_per_segment), stage, num_segments, frames_per_segment)
+    """The S-TDM: the difference stem and, where the backbone has a first stage at reduction 4, its copy.
+
+    Both return ``[N, C, h, w]`` maps whatever layout the backbone uses there (channels-last,
+    tokens): the copies are framed by :class:`ToMaps` / :class:`FromMaps` where it is another.
+    """
+    stem = difference_stem(layout, frames_per_segment)
+    stem_layout = layout.fusion_points[0].layout
+    if stem_layout.kind != "nchw":
+        stem = nn.Sequential(stem, ToMaps(stem_layout))
+    stage: nn.Module = nn.Identity()
+    if layout.first_stage is not None:
+        stage = copy.deepcopy(layout.first_stage[1])
+        _relax_input_size(stage)
+        stage_layout = layout.fusion_points[1].layout
+        if stem_layout.kind != "nchw" or stage_layout.kind != "nchw":
+            stage = nn.Sequential(FromMaps(stem_layout), stage, ToMaps(stage_layout))
+    return ShortTermTDM(stem, stage, num_segments, frames_per_segment)

@@ -24,6 +24,9 @@ from .tokens import MapLayout
 
 __all__ = ["DifferenceFusion"]
 
+# torch.fx records the fusion as one call (its size logic is not traceable), as timm does its helpers.
+torch.fx.wrap("fuse_difference")
+
 
 class DifferenceFusion(nn.Module):
     """Returns ``alpha * inner(...) + beta * up(difference)``, ``up`` nearest to ``inner``'s map size.
@@ -31,8 +34,8 @@ class DifferenceFusion(nn.Module):
     Args:
         inner: the backbone op whose output the difference map joins.
         alpha, beta: fusion weights (official TDN: 0.5, 0.5 at 8 segments, else 0.75, 0.25).
-        layout: how ``inner``'s output holds its maps (the difference map has the same layout,
-            at its own size).
+        layout: how ``inner``'s output holds its maps; the difference map always comes as
+            ``[N, C, h, w]`` (see :func:`tdnzoo.models.difference.short_term_stream`).
     """
 
     def __init__(self, inner: nn.Module, alpha: float, beta: float, layout: MapLayout | None = None) -> None:
@@ -58,8 +61,7 @@ class DifferenceFusion(nn.Module):
         if self.layout is None:
             return fuse_difference(x, self.difference, self.alpha, self.beta)
         maps, prefix = self.layout.to_maps(x)
-        diff, _ = self.layout.to_maps(self.difference)
-        fused = fuse_difference(maps.contiguous(), diff.contiguous(), self.alpha, self.beta)
+        fused = fuse_difference(maps.contiguous(), self.difference, self.alpha, self.beta)
         return self.layout.from_maps(fused, prefix)
 
     def extra_repr(self) -> str:

@@ -18,6 +18,8 @@ from .tokens import MapLayout
 
 __all__ = ["TemporalInsert", "replace_module"]
 
+_MISSING = object()
+
 
 class TemporalInsert(nn.Module):
     """Runs ``temporal`` on the input of ``inner`` (or on its output when ``after``).
@@ -35,6 +37,19 @@ class TemporalInsert(nn.Module):
         self.inner = inner
         self.layout = None if layout is None or layout.kind == "nchw" else layout
         self.after = after
+
+    def __getattr__(self, name: str) -> Any:
+        # A block may read a setting of the op it calls (Hiera reads its attention's ``q_stride``):
+        # plain settings of ``inner`` stay readable through the wrapper. Tensors, modules and
+        # methods do not (``fuse()`` or a weight must not look like the wrapper's own).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self._modules.get("inner")
+            value = inner.__dict__.get(name, _MISSING) if inner is not None else _MISSING
+            if isinstance(value, (bool, int, float, str, tuple, type(None))):
+                return value
+            raise
 
     def _temporal(self, x: torch.Tensor) -> torch.Tensor:
         if self.layout is None:

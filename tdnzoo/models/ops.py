@@ -12,6 +12,8 @@ from torch import nn
 __all__ = [
     "SHORTCUT",
     "is_container",
+    "is_mixing_op",
+    "is_no_op",
     "is_norm",
     "is_reparameterizable",
     "is_spatial_leaf",
@@ -34,6 +36,11 @@ def _weighted(module: nn.Module) -> int:
     return sum(1 for m in module.modules() if getattr(m, "weight", None) is not None and m.weight.dim() >= 2)
 
 
+def is_no_op(module: nn.Module) -> bool:
+    """Identity, dropout and drop-path: the same map in eval, not an op to place anything at."""
+    return isinstance(module, (nn.Identity, nn.Dropout, nn.Dropout2d)) or type(module).__name__ in ("DropPath", "DropBlock2d")
+
+
 def is_container(module: nn.Module) -> bool:
     return isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
 
@@ -53,7 +60,7 @@ def is_spatial_leaf(module: nn.Module) -> bool:
         return max(module.kernel_size) > 1
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
         kernel = module.kernel_size
-        return (max(kernel) if isinstance(kernel, tuple) else kernel) > 1
+        return (max(kernel) if isinstance(kernel, (tuple, list)) else kernel) > 1
     return False
 
 
@@ -62,15 +69,25 @@ def is_token_mixer(module: nn.Module) -> bool:
     return bool(_TOKEN_MIXER.search(type(module).__name__)) and not is_container(module)
 
 
+def is_mixing_op(module: nn.Module) -> bool:
+    """An op that mixes positions: a spatial conv or pooling, or a token mixer holding no other token mixer
+    (an attention is an op; a block named ``...Attention`` that holds one is not)."""
+    if is_spatial_leaf(module):
+        return True
+    return is_token_mixer(module) and not any(is_token_mixer(m) for m in module.modules() if m is not module)
+
+
 def mixes_positions(module: nn.Module) -> bool:
     return any(is_spatial_leaf(m) or is_token_mixer(m) for m in module.modules())
 
 
 def is_unit(module: nn.Module) -> bool:
-    """A block candidate: not a plain container, with two or more weighted ops, one of them mixing positions."""
+    """A block candidate: not a plain container nor a mixing op itself, with two or more weighted ops,
+    one of them mixing positions."""
     return (
         next(module.children(), None) is not None
         and not is_container(module)
+        and not is_mixing_op(module)
         and _weighted(module) >= 2
         and mixes_positions(module)
     )

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Call", "Trace", "fingerprint_of", "trace_forward"]
+__all__ = ["Call", "Trace", "attach_second_run", "fingerprint_of", "is_chain", "outermost", "trace_forward"]
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -40,8 +40,10 @@ class Call:
 
     ``input`` is the first positional argument when it is a tensor (``None`` for a list, as a
     DenseNet layer takes), ``output`` the returned tensor (or the first of a returned tuple).
-    ``plain_input``: the module got that one tensor and nothing else; ``plain_output``: it returned
-    a tensor, not a tuple.
+    ``plain_input``: the module got that one tensor and nothing else (or ``None`` for the rest);
+    ``plain_output``: it returned a tensor, not a tuple. ``input_alt`` / ``output_alt``: the shapes
+    the same call saw in a second dry run on frames of another size (see :func:`attach_second_run`).
+    ``args`` / ``kwargs``: what it was called with, to replay it.
     """
 
     path: str
@@ -56,6 +58,10 @@ class Call:
     plain_output: bool = False
     exit_index: int = -1
     children: list[Call] = field(default_factory=list)
+    input_alt: tuple[int, ...] | None = None
+    output_alt: tuple[int, ...] | None = None
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
 
     @property
     def is_leaf(self) -> bool:
@@ -93,6 +99,7 @@ class Trace:
     calls: list[Call]
     roots: list[Call]
     output: torch.Tensor | None
+    alt_size: int | None = None
 
     def calls_of(self, module: nn.Module) -> list[Call]:
         return [c for c in self.calls if c.module is module]
@@ -124,7 +131,8 @@ def trace_forward(model: nn.Module, run: Callable[[torch.Tensor], Any], x: torch
             tensor = None  # a list of tensors (DenseNet) is not one map
         parent = stack[-1] if stack else None
         call = Call(paths[id(module)], module, parent, len(calls), tensor, fingerprint_of(tensor),
-                    plain_input=len(args) == 1 and not kwargs and tensor is not None)
+                    plain_input=tensor is not None and all(a is None for a in (*args[1:], *kwargs.values())),
+                    args=args, kwargs=dict(kwargs))
         calls.append(call)
         (parent.children if parent is not None else roots).append(call)
         stack.append(call)
@@ -153,3 +161,44 @@ def trace_forward(model: nn.Module, run: Callable[[torch.Tensor], Any], x: torch
             h.remove()
         model.train(was_training)
     return Trace(image=x, calls=calls, roots=roots, output=_first_tensor(output))
+
+
+def attach_second_run(trace: Trace, other: Trace) -> bool:
+    """Give each call of ``trace`` the shapes its counterpart saw in ``other``, a run on frames of another size.
+
+    A dimension that changes with the frame size is spatial; one that does not is channels (or
+    batch, heads, windows). Calls are matched by order, which holds when the forward takes the same
+    path at both sizes; returns ``False`` (and attaches nothing) when it did not.
+    """
+    if len(trace.calls) != len(other.calls) or any(a.module is not b.module for a, b in zip(trace.calls, other.calls)):
+        return False
+    for a, b in zip(trace.calls, other.calls):
+        a.input_alt = tuple(b.input.shape) if b.input is not None else None
+        a.output_alt = tuple(b.output.shape) if b.output is not None else None
+    trace.alt_size = int(other.image.shape[-1])
+    return True
+
+
+def outermost(calls: list[Call], below: Call) -> list[Call]:
+    """Those of ``calls`` not nested in another of them (looking up to ``below``)."""
+    chosen = set(map(id, calls))
+    result = []
+    for c in calls:
+        parent = c.parent
+        while parent is not None and parent is not below and id(parent) not in chosen:
+            parent = parent.parent
+        if parent is None or parent is below:
+            result.append(c)
+    return result
+
+
+def is_chain(call: Call) -> bool:
+    """Its children run one after the other on each other's outputs and the last one's output is its output."""
+    if not call.children:
+        return False
+    tensor, fingerprint = call.input, call.input_print
+    for child in call.children:
+        if not child.consumes(tensor, fingerprint):
+            return False
+        tensor, fingerprint = child.output, child.output_print
+    return call.output is tensor and call.output_print == fingerprint

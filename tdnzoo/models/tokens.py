@@ -13,8 +13,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-__all__ = ["MapLayout", "detect_layout", "token_grid"]
+__all__ = ["FromMaps", "MapLayout", "ToMaps", "detect_layout", "token_grid"]
 
 
 def token_grid(num_tokens: int, reference: tuple[int, int]) -> tuple[int, int]:
@@ -82,26 +83,89 @@ class MapLayout:
         return f"{self.kind} {self.channels}x{self.grid[0]}x{self.grid[1]}{extra}"
 
 
-def detect_layout(t: torch.Tensor | None, batch: int, size: int, prefix_tokens: int = 0) -> MapLayout | None:
+def _scales(side: int, alt_side: int, size: int, alt_size: int) -> bool:
+    """``side`` at frames of ``size`` becomes ``alt_side`` at ``alt_size`` as a map's grid does: in
+    proportion, up to rounding and the few pixels unpadded convs take (Inception). An attention
+    matrix over ``L = h * w`` tokens grows with the square of the frame size instead."""
+    ratio = alt_size / size
+    return alt_side > side and (alt_side - 1) / side <= ratio + 0.5 and (alt_side + 1) / side >= min(ratio, 1.25)
+
+
+def detect_layout(
+    t: torch.Tensor | None,
+    batch: int,
+    size: int,
+    prefix_tokens: int | None = None,
+    alt_shape: tuple[int, ...] | None = None,
+    alt_size: int | None = None,
+) -> MapLayout | None:
     """The layout of ``t``, a tensor seen in a dry run on ``batch`` square frames of ``size`` pixels, or ``None``.
 
-    A map must keep the batch (windows, heads or a flattened batch are not per-frame maps) and have
-    a square grid no larger than the frames (an attention matrix is not a map), as the dry run's
-    frames are square. ``[N, a, a, a]`` reads as channels-first.
+    With ``alt_shape``, the shape of the same tensor in a run on frames of ``alt_size``, the grid
+    dimensions are those that follow the frame size, which settles ``[N, 16, 16, 16]``. Without
+    it: a map must keep the batch (windows, heads or a flattened batch are not per-frame maps) and
+    have a square grid no larger than the frames (an attention matrix is not a map), and
+    ``[N, a, a, a]`` reads as channels-first. A token sequence must hold a square grid after
+    ``prefix_tokens`` (when the model says how many) or after the fewest of up to 8 that makes one
+    (class, register and distillation tokens).
     """
     if t is None or t.shape[0] != batch or not t.is_floating_point():
         return None
+    shape = tuple(t.shape)
+    known = alt_shape is not None and alt_size is not None and len(alt_shape) == len(shape) and alt_size != size
+    varying = {i for i in range(1, len(shape)) if known and shape[i] != alt_shape[i]}
     if t.dim() == 4:
-        _, a, b, c = t.shape
+        _, a, b, c = shape
+        if known:
+            if varying == {2, 3} and b == c and _scales(b, alt_shape[2], size, alt_size):
+                return MapLayout("nchw", a, (b, c))
+            if varying == {1, 2} and a == b and _scales(a, alt_shape[1], size, alt_size):
+                return MapLayout("nhwc", c, (a, b))
+            return None
         if b == c and b <= size:
             return MapLayout("nchw", a, (b, c))
         if a == b and a <= size:
             return MapLayout("nhwc", c, (a, b))
         return None
     if t.dim() == 3:
-        _, length, c = t.shape
-        for prefix in dict.fromkeys((prefix_tokens, 0)):
+        _, length, c = shape
+        if known and varying != {1}:
+            return None
+        for prefix in range(9) if prefix_tokens is None else dict.fromkeys((prefix_tokens, 0)):
             side = math.isqrt(max(length - prefix, 0))
-            if 0 < side <= size and side * side == length - prefix:
-                return MapLayout("nlc", c, (side, side), prefix)
+            # a grid of one token is a class token alone (CaiT's class-attention blocks), not a map
+            if not (1 < side <= size and side * side == length - prefix):
+                continue
+            if known:
+                alt_side = math.isqrt(max(alt_shape[1] - prefix, 0))
+                if alt_side * alt_side != alt_shape[1] - prefix or not _scales(side, alt_side, size, alt_size):
+                    continue
+            return MapLayout("nlc", c, (side, side), prefix)
     return None
+
+class ToMaps(nn.Module):
+    """Converts a backbone tensor of ``layout`` to ``[N, C, h, w]`` maps (prefix tokens dropped)."""
+
+    def __init__(self, layout: MapLayout) -> None:
+        super().__init__()
+        self.layout = layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layout.to_maps(x)[0].contiguous()
+
+    def extra_repr(self) -> str:
+        return self.layout.describe()
+
+
+class FromMaps(nn.Module):
+    """Converts ``[N, C, h, w]`` maps to a backbone tensor of ``layout`` (no prefix tokens)."""
+
+    def __init__(self, layout: MapLayout) -> None:
+        super().__init__()
+        self.layout = layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layout.from_maps(x)
+
+    def extra_repr(self) -> str:
+        return self.layout.describe()

@@ -16,6 +16,7 @@ from ..layers import LongTermStack, LongTermTDM, SegmentConsensus, ShortTermTDM,
 from .backbone import BackboneLayout, Block, Position, analyze_backbone, unsupported
 from .contract import VideoModelContract, check_clip
 from .difference import short_term_stream
+from .families import refusal
 from .fusion import DifferenceFusion
 from .insertion import TemporalInsert, replace_module
 
@@ -46,6 +47,7 @@ class VideoClassifier(VideoModelContract, nn.Module):
         num_features: channels of ``forward_features``.
         head_hidden_size: width of ``forward_head(x, pre_logits=True)``.
         backbone: the timm model, with temporal modules inserted in its blocks.
+        probe_size: a frame size the backbone is known to take (construction ran at it).
         short_term: TDN's S-TDM difference stream, else ``None``.
         pretrained_cfg: metadata dict, as in timm.
     """
@@ -76,6 +78,9 @@ class VideoClassifier(VideoModelContract, nn.Module):
         # Paths in the backbone of the DifferenceFusion wrappers: after the stem, after the first stage.
         self.fusion_points = tuple(fusion_points)
         self.min_size = int(min_size or layout.min_size)
+        # A frame size the backbone takes (the construction checks ran at it): some take only
+        # sizes divisible by their patch (14) or window.
+        self.probe_size = int(layout.size)
         self.backbone_name = layout.name
         self.backbone_family = layout.family
         self.num_classes = int(getattr(backbone, "num_classes", 0))
@@ -146,6 +151,30 @@ def _temporal_blocks(layout: BackboneLayout, stages: tuple[int, ...], kind: str)
     blocks = [b for b in layout.blocks_in(stages) if getattr(b, kind) is not None]
     residual = [b for b in blocks if b.residual]
     return residual or blocks
+
+
+def _checked_short_term(layout: BackboneLayout, num_segments: int, frames_per_segment: int) -> ShortTermTDM:
+    """The S-TDM stream, run once on the dry run's frames; without the stage copy if only that fails.
+
+    S-TDM runs its copies on average-pooled (half-size) differences. A first stage that cannot take
+    that size leaves the stem's fusion alone (``layout`` is updated to say so).
+
+    Raises:
+        UnsupportedBackboneError: the stem copy itself cannot run on them.
+    """
+    frames = torch.randn(num_segments, 3 * frames_per_segment, layout.size, layout.size)
+    while True:
+        try:
+            stream = short_term_stream(layout, num_segments, frames_per_segment)
+            with torch.no_grad():
+                stream.eval()(frames)
+            return stream.train()
+        except Exception as exc:  # noqa: BLE001 - reported below or retried without the stage
+            if layout.first_stage is None:
+                raise unsupported(layout.name, layout.family, "its stem does not run on the half-size difference "
+                                  f"frames S-TDM gives it ({type(exc).__name__}: {exc})") from exc
+            layout.first_stage = None
+            layout.fusion_points = layout.fusion_points[:1]
 
 
 def _insert(backbone: nn.Module, position: Position, make) -> None:
@@ -271,6 +300,8 @@ def temporalize(
             backbone.reset_classifier(num_classes)
 
     layout = analyze_backbone(backbone, name)
+    if method != "tsn" and refusal(layout.family) is not None:
+        raise unsupported(name, layout.family, refusal(layout.family))
     model_args: dict[str, Any] = {"num_segments": num_segments, "num_classes": int(backbone.num_classes)}
     short_term = None
     fusion_points: tuple[str, ...] = ()
@@ -288,7 +319,7 @@ def temporalize(
     elif method == "tdn":
         if not layout.fusion_points:
             raise unsupported(name, layout.family, f"S-TDM needs a stem: {layout.stem_problem}")
-        short_term = short_term_stream(layout, num_segments, frames_per_segment)  # copied before any insertion
+        short_term = _checked_short_term(layout, num_segments, frames_per_segment)  # copied before any insertion
         alpha_beta = tuple(fusion_weights) if fusion_weights is not None else official_fusion_weights(num_segments)
         if long_term or temporal_conv:
             blocks = _temporal_blocks(layout, long_term_stages, "difference")
@@ -327,8 +358,10 @@ def temporalize(
         "num_segments": num_segments,
         "frames_per_segment": frames_per_segment,
         # Video recipes (TSN/TSM/TDN) resize the short side to 256 and crop 224, bilinear,
-        # whatever ImageNet recipe the backbone had; normalisation follows the backbone.
-        "input_size": (3, 224, 224),
+        # whatever ImageNet recipe the backbone had (a backbone that takes one size only: that
+        # size); normalisation follows the backbone.
+        "input_size": (3, layout.size, layout.size) if layout.fixed else (3, 224, 224),
+        "fixed_input_size": layout.fixed,
         "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
         "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         "interpolation": "bilinear",

@@ -1,0 +1,57 @@
+"""``tdnzoo backbones``: the one-model-per-timm-family list and the family table of ``docs/backbones.md``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+TABLE_START = "<!-- family-table:start -->"
+TABLE_END = "<!-- family-table:end -->"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backbones", help="timm families: the one-model-per-family list and the TSN/TSM/TDN table")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("families", help="generate the one-model-per-family list (the smallest model of each)")
+    q.add_argument("--write", action="store_true", help="write tdnzoo/models/timm_families.json instead of printing")
+    q.set_defaults(func=run_families)
+    q = actions.add_parser("table", help="check TSN, TSM and TDN on every family of the list; print the table")
+    q.add_argument("--write", metavar="MARKDOWN", help="replace the table between the family-table markers of this file")
+    q.add_argument("--json", metavar="PATH", help="also save the raw results as JSON")
+    q.add_argument("--families", nargs="*", help="only these families")
+    q.set_defaults(func=run_table)
+
+
+def run_families(args: argparse.Namespace) -> int:
+    from ..models.survey import FAMILY_LIST, smallest_per_family, write_family_list
+
+    if args.write:
+        rows = write_family_list()
+        print(f"wrote {len(rows)} families to {FAMILY_LIST}")
+        return 0
+    for row in smallest_per_family():
+        print(f"{row['family']:28s} {row['model']:40s} {row['params'] / 1e6:8.2f}M")
+    return 0
+
+
+def run_table(args: argparse.Namespace) -> int:
+    from ..models.survey import family_table, load_family_list
+
+    rows = load_family_list()
+    if args.families:
+        rows = [r for r in rows if r["family"] in args.families]
+    table, results = family_table(rows, progress=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if not args.write:
+        print(table)
+        return 0
+    path = Path(args.write)
+    text = path.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"{path} has no {TABLE_START} ... {TABLE_END} markers")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    path.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
+    print(f"wrote the table of {len(results)} families to {path}")
+    return 0
