@@ -39,6 +39,9 @@ def run_table(args: argparse.Namespace) -> int:
 
     rows = load_family_list()
     if args.families:
+        unknown = sorted(set(args.families) - {r["family"] for r in rows})
+        if unknown:
+            raise ValueError(f"unknown timm families {unknown}: the list holds the modules of timm.list_modules()")
         rows = [r for r in rows if r["family"] in args.families]
     table, results = family_table(rows, progress=True)
     if args.json:
@@ -49,7 +52,7 @@ def run_table(args: argparse.Namespace) -> int:
     path = Path(args.write)
     text = path.read_text()
     if TABLE_START not in text or TABLE_END not in text:
-        raise SystemExit(f"{path} has no {TABLE_START} ... {TABLE_END} markers")
+        raise ValueError(f"{path} has no {TABLE_START} ... {TABLE_END} markers")
     head, rest = text.split(TABLE_START, 1)
     _, tail = rest.split(TABLE_END, 1)
     path.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
