@@ -1,6 +1,6 @@
 """The video classifier and ``temporalize``: TSN, TSM or TDN on any timm 2D CNN.
 
-Model contract (DESIGN.md §1): input ``[B, T, 3, H, W]`` with ``T = num_segments *
+Model contract (docs/design.md §1): input ``[B, T, 3, H, W]`` with ``T = num_segments *
 frames_per_segment`` (segment-major, ImageNet-normalised); output logits ``[B, num_classes]``,
 the mean over segments of per-segment logits.
 """
