@@ -385,7 +385,8 @@ class VideoDataset(Dataset):
                 skipped.append(record.path)
                 self.skipped.append(record.path)
                 warnings.warn(f"skipping unreadable video {record.path}: {exc}", CorruptVideoWarning, stacklevel=2)
-                current = int(torch.randint(len(self.records), ()))
+                if len(self.records) > 1:  # another video: never the one that just failed
+                    current = (current + 1 + int(torch.randint(len(self.records) - 1, ()))) % len(self.records)
         else:
             raise VideoDecodeError(
                 f"{len(skipped)} videos in a row failed to decode (last: {skipped[-1]}); is the data root "
