@@ -37,13 +37,14 @@ RANKS = {
     "tdnzoo.layers": 1, "tdnzoo.data": 1,
     "tdnzoo.models.backbone": 2, "tdnzoo.models.video": 2, "tdnzoo.models.probe": 2, "tdnzoo.models.ops": 2,
     "tdnzoo.models.tokens": 2, "tdnzoo.models.insertion": 2, "tdnzoo.models.fusion": 2,
-    "tdnzoo.models.difference": 2, "tdnzoo.models.inference": 2, "tdnzoo.models.contract": 2,
+    "tdnzoo.models.difference": 2, "tdnzoo.models.inference": 2, "tdnzoo.models.blocks": 2,
+    "tdnzoo.models.placement": 2, "tdnzoo.models.families": 2, "tdnzoo.models.contract": 2,
     "tdnzoo.models.pretrained": 3, "tdnzoo.models.registry": 3, "tdnzoo.models.checkpoint": 3,
     "tdnzoo.models.official": 3, "tdnzoo.models.zoo_table": 3,
     "tdnzoo.hub": 4,
     "tdnzoo.models.builder": 5, "tdnzoo.models.factory": 5,
     "tdnzoo.train": 6, "tdnzoo.eval": 6, "tdnzoo.export": 6,
-    "tdnzoo.prediction": 7, "tdnzoo.bench": 7,
+    "tdnzoo.prediction": 7, "tdnzoo.bench": 7, "tdnzoo.models.survey": 7,
     "tdnzoo.cli": 8, "tdnzoo.__main__": 8,
 }
 # Package __init__ files ranked apart from their modules: they re-export what is below them.

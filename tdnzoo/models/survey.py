@@ -223,7 +223,7 @@ def check_family(
 
 
 def _gflops(model_name: str, method: str, size: int, kwargs: dict[str, Any]) -> float:
-    from ..flops import count_flops
+    from ..bench.flops import count_flops
     from .factory import create_model
 
     model = create_model(f"{method}_{model_name}", num_classes=5, num_segments=2, backbone_kwargs=kwargs)
