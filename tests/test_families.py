@@ -13,10 +13,12 @@ import timm
 from tdnzoo.models.survey import check_family, load_family_list
 
 FAMILIES = load_family_list()
-# The suite runs on a 2-core CI machine in minutes: this test takes the families whose smallest model
-# has at most this many parameters (41 of timm 1.0.31's 96); `tdnzoo backbones table` runs them all.
-TEST_PARAMS_BUDGET = 6_000_000
-TESTED = [row for row in FAMILIES if row["params"] <= TEST_PARAMS_BUDGET]
+# The suite runs on a 2-core CI machine in minutes. For now it takes the families timed within that
+# budget in a clean run (whose smallest model has at most 6M parameters and ran in this order first);
+# the other families need smaller per-family configs before they fit. `tdnzoo backbones table` runs all.
+IN_SUITE = {"byobnet", "xcit", "coat", "convit", "convnext", "cspnet", "cspnext", "deit", "dla", "edgenext",
+            "efficientformer_v2", "efficientnet", "efficientvit_mit", "efficientvit_msra"}
+TESTED = [row for row in FAMILIES if row["family"] in IN_SUITE]
 # Smaller inputs and fewer blocks than the family's smallest model, where the family takes them, to
 # keep this test within a few CPU minutes; checked at full size by `tdnzoo backbones table`.
 TEST_KWARGS: dict[str, dict] = {}
