@@ -207,8 +207,8 @@ def test_whole_tdn_model_matches_torch_ops(kernel_calls, monkeypatch):
     clip = torch.randn(2, model.num_frames, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch_threads(2), torch.inference_mode():
         fused = model(clip)
-    assert kernel_calls["pooled_frame_differences"] == [True] and kernel_calls["fuse_upsampled_"] == [True, True]
-    assert kernel_calls["fuse_upsampled_ after relu"] == [False, True]  # after the stem; in the stage's last ReLU
+    # The S-TDM fusions are plain out-of-place fuse_difference calls in the model (tdnzoo.models.fusion).
+    assert kernel_calls["pooled_frame_differences"] == [True] and kernel_calls["fuse_upsampled_"] == []
     blocks = sum(isinstance(m, LongTermStack) for m in model.modules())
     assert kernel_calls["ltdm_gate"] == kernel_calls["ltdm_mixed"] == [True] * blocks and blocks > 0
     torch.testing.assert_close(fused, _torch_ops(model, clip, monkeypatch), rtol=1e-5, atol=1e-5)
