@@ -12,6 +12,8 @@ import timm
 
 from tdnzoo.models.survey import check_family, load_family_list
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread each, two workers in CI
+
 FAMILIES = load_family_list()
 # Smaller inputs and fewer blocks than the family's smallest model, where the family takes them, to
 # keep this test within a few CPU minutes; checked at full size by `tdnzoo backbones table`.
