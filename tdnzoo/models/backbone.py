@@ -63,6 +63,7 @@ class BackboneLayout:
     fusion_points: list[Position] = field(default_factory=list)
     tuple_outputs: set[str] = field(default_factory=set)
     stem_problem: str | None = None
+    attention: frozenset[int] = frozenset()  # ids of modules seen computing an attention
 
     def blocks_in(self, stages: tuple[int, ...] | list[int]) -> list[Block]:
         return [b for b in self.blocks if b.stage in stages]
@@ -311,7 +312,8 @@ def analyze_backbone(model: nn.Module, name: str | None = None, *, img_size: int
     features = _features(model, trace)
     reductions = [f.reduction for f in features] or [32]
     min_size = size if fixed or smaller_failed else max(reductions)
-    layout = BackboneLayout(name=name, family=family, size=size, min_size=min_size, fixed=fixed)
+    layout = BackboneLayout(name=name, family=family, size=size, min_size=min_size, fixed=fixed,
+                            attention=trace.attention)
     layout.blocks = _blocks(trace, ctx, features, family)
     _analyze_stem(trace, ctx, features, layout)
     return layout

@@ -144,7 +144,7 @@ def difference_position(block: Call, ctx: PlacementContext) -> Position | None:
     branch = _branch(block)
     if block.is_leaf or is_reparameterizable(block.module) or _multi_branch(block, branch):
         return ctx.position(block)
-    mixing = next((c for c in branch if is_mixing_op(c.module)), None)
+    mixing = next((c for c in branch if is_mixing_op(c.module, ctx.trace.attention)), None)
     if mixing is None:
         return shift_position(block, ctx)
     # The op itself or the innermost module holding it that receives a whole map ...

@@ -103,7 +103,7 @@ def family_kind(model: nn.Module) -> str:
 
     layout = analyze_backbone(model)
     mixers = [m for b in layout.blocks for m in b.module.modules()]
-    attention = any(is_token_mixer(m) and is_mixing_op(m) for m in mixers)
+    attention = any(is_token_mixer(m, layout.attention) and is_mixing_op(m, layout.attention) for m in mixers)
     convs = any(isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1 and max(m.stride) == 1 and m.kernel_size != m.stride
                 for m in mixers)
     if not attention:
