@@ -12,6 +12,8 @@ import timm
 
 from tdnzoo.models.survey import check_family, load_family_list
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread each, two workers in CI
+
 FAMILIES = load_family_list()
 # The suite runs on a 2-core CI machine in minutes. For now it takes the families timed within that
 # budget in a clean run (whose smallest model has at most 6M parameters and ran in this order first);
@@ -21,7 +23,42 @@ IN_SUITE = {"byobnet", "xcit", "coat", "convit", "convnext", "cspnet", "cspnext"
 TESTED = [row for row in FAMILIES if row["family"] in IN_SUITE]
 # Smaller inputs and fewer blocks than the family's smallest model, where the family takes them, to
 # keep this test within a few CPU minutes; checked at full size by `tdnzoo backbones table`.
-TEST_KWARGS: dict[str, dict] = {}
+_TINY_VIT = {"depth": 1, "embed_dim": 64, "num_heads": 2}
+_SMALL_SWIN = {"img_size": 64, "window_size": 4, "depths": (1, 1, 1, 1)}
+TEST_KWARGS: dict[str, dict] = {
+    "beit": {"img_size": 64, **_TINY_VIT},
+    "byoanet": {"img_size": 64},
+    "cait": {"img_size": 64, "depth": 2},
+    "coat": {"img_size": 64},
+    "convit": {"img_size": 64},
+    "deepseek_vit": _TINY_VIT,
+    "deit": {"img_size": 64, "depth": 2},
+    "efficientformer_v2": {"img_size": 64},
+    "eva": {"img_size": 64, "depth": 2},
+    "gcvit": {"img_size": 64},
+    "gemma4_vit": _TINY_VIT,
+    "hiera": {"img_size": (64, 64)},
+    "levit": {"img_size": 64},
+    "mlp_mixer": {"img_size": 64},
+    "mvitv2": {"img_size": 64},
+    "naflexvit": _TINY_VIT,
+    "nest": {"img_size": 64},
+    "pit": {"img_size": 64},
+    "qwen3_vit": _TINY_VIT,
+    "sequencer": {"img_size": 64},
+    "swin_transformer": _SMALL_SWIN,
+    "swin_transformer_v2": _SMALL_SWIN,
+    "swin_transformer_v2_cr": _SMALL_SWIN,
+    "tnt": {"img_size": 64, "depth": 2},
+    "swiftformer": {"img_size": 64},
+    "twins": {"img_size": 64, "depths": (1, 1, 1, 1)},
+    "visformer": {"img_size": 64},
+    "vision_transformer_hybrid": {"img_size": 64},
+    "vision_transformer_relpos": {"img_size": 64},
+    "vision_transformer_sam": {"img_size": 64, "global_attn_indexes": (), **_TINY_VIT},
+    "vitamin": {"img_size": 64, "depth": 2},
+    "xcit": {"img_size": 64, "depth": 2},
+}
 # (family, method) -> words of the deliberate refusal's reason.
 REFUSED: dict[tuple[str, str], str] = {
     ("crossvit", "tdn"): "half-size difference",
@@ -30,8 +67,11 @@ REFUSED: dict[tuple[str, str], str] = {
     ("tnt", "tsm"): "two token streams",
     ("tnt", "tdn"): "two token streams",
 }
-# A change of the logits below this, relative to the largest, is rounding.
-ROUNDING = 1e-5
+# Changes of the logits relative to the largest: TSN's (a mean over segments) must stay within
+# rounding, amplified by deep stacks of random weights (reordering a batch changes oneDNN's sums);
+# TSM's and TDN's must be clear of it (0.02 to 10 over the families).
+ROUNDING = 1e-3
+ACTS = 1e-2
 
 
 def test_the_family_list_covers_every_timm_family():
@@ -55,4 +95,4 @@ def test_every_family_builds_runs_and_its_temporal_modules_act(row):
             assert check.reversal_change < ROUNDING, f"TSN on {model} depends on the segment order"
         else:
             assert check.temporal_modules > 0
-            assert check.reversal_change > 100 * ROUNDING, f"{method} on {model}: its temporal modules do not act"
+            assert check.reversal_change > ACTS, f"{method} on {model}: its temporal modules do not act"

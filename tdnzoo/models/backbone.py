@@ -63,6 +63,7 @@ class BackboneLayout:
     fusion_points: list[Position] = field(default_factory=list)
     tuple_outputs: set[str] = field(default_factory=set)
     stem_problem: str | None = None
+    attention: frozenset[int] = frozenset()  # ids of modules seen computing an attention
 
     def blocks_in(self, stages: tuple[int, ...] | list[int]) -> list[Block]:
         return [b for b in self.blocks if b.stage in stages]
@@ -91,9 +92,10 @@ def dry_run_size(model: nn.Module) -> tuple[int, bool]:
     """
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if cfg.get("fixed_input_size"):
-        for owner in (getattr(model, "patch_embed", None), model):
-            size = getattr(owner, "img_size", None)
-            if isinstance(size, int) or (isinstance(size, (tuple, list)) and size):
+        # The size it was built for (timm keeps it on the model or its patch embedding), else its cfg's.
+        for module in model.modules():
+            size = getattr(module, "img_size", None)
+            if isinstance(size, int) or (isinstance(size, (tuple, list)) and size and isinstance(size[-1], int)):
                 return int(size if isinstance(size, int) else size[-1]), True
         return int(cfg.get("input_size", (3, 224, 224))[-1]), True
     reductions = [int(f["reduction"]) for f in getattr(model, "feature_info", None) or []]
@@ -210,7 +212,7 @@ def _analyze_stem(trace: Trace, ctx: PlacementContext, features: list[_Feature],
             layout.fusion_points.append(stage_point)
 
 
-def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, bool, bool]:
+def _dry_runs(model: nn.Module, name: str, family: str, built_size: int | None) -> tuple[Trace, int, bool, bool]:
     """Trace ``forward_features`` at the dry-run size (else twice that, else the model's own size), and
     once more at another size when the model takes any (to tell grid dimensions from channels).
 
@@ -218,6 +220,8 @@ def _dry_runs(model: nn.Module, name: str, family: str) -> tuple[Trace, int, boo
     smaller size failed (the frame size is then the smallest known to work).
     """
     size, fixed = dry_run_size(model)
+    if built_size is not None and fixed:
+        size = built_size
     own = int((getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1])
 
     def run(side: int) -> Trace:
@@ -284,12 +288,14 @@ def _blocks(trace: Trace, ctx: PlacementContext, features: list[_Feature], famil
     return blocks
 
 
-def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayout:
+def analyze_backbone(model: nn.Module, name: str | None = None, *, img_size: int | None = None) -> BackboneLayout:
     """Read a timm model's stages, blocks, temporal positions, stem and fusion points from a dry run.
 
     Args:
         model: a timm model with ``feature_info``, ``forward_features`` and ``forward_head``.
         name: used in error messages; defaults to the model's architecture name.
+        img_size: the frame size the model was built for (timm's ``img_size``), for backbones that
+            take one size only and do not record it.
 
     Raises:
         UnsupportedBackboneError: naming the backbone, its timm family and the reason.
@@ -298,7 +304,7 @@ def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayou
     name = name or (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
     if not getattr(model, "feature_info", None) or not all(hasattr(model, m) for m in ("forward_features", "forward_head")):
         raise unsupported(name, family, "it has no timm feature_info / forward_features / forward_head")
-    trace, size, fixed, smaller_failed = _dry_runs(model, name, family)
+    trace, size, fixed, smaller_failed = _dry_runs(model, name, family, img_size)
     prefix = getattr(model, "num_prefix_tokens", None)
     ctx = PlacementContext(trace, size, int(prefix) if isinstance(prefix, int) else None)
     # Feature modules whose names do not resolve (a typo in a timm family's feature_info) leave the
@@ -306,7 +312,8 @@ def analyze_backbone(model: nn.Module, name: str | None = None) -> BackboneLayou
     features = _features(model, trace)
     reductions = [f.reduction for f in features] or [32]
     min_size = size if fixed or smaller_failed else max(reductions)
-    layout = BackboneLayout(name=name, family=family, size=size, min_size=min_size, fixed=fixed)
+    layout = BackboneLayout(name=name, family=family, size=size, min_size=min_size, fixed=fixed,
+                            attention=trace.attention)
     layout.blocks = _blocks(trace, ctx, features, family)
     _analyze_stem(trace, ctx, features, layout)
     return layout

@@ -7,6 +7,8 @@ branches, a DLA tree, a CSP stage).
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import nn
 
@@ -19,23 +21,23 @@ __all__ = ["carries_input", "declares_residual", "find_blocks", "has_residual"]
 RESIDUAL_FLAGS = ("has_skip", "has_residual", "use_res_connect", "use_residual", "use_shortcut", "add_identity", "residual")
 
 
-def _sub_units(call: Call) -> list[Call]:
+def _sub_units(call: Call, attention: Collection[int]) -> list[Call]:
     """The outermost units inside ``call`` (not looking inside ops that mix positions, such as a
     reparameterizable token mixer built of blocks)."""
     found = []
     for child in call.children:
-        if is_unit(child.module):
+        if is_unit(child.module, attention):
             found.append(child)
-        elif not is_mixing_op(child.module):
-            found.extend(_sub_units(child))
+        elif not is_mixing_op(child.module, attention):
+            found.extend(_sub_units(child, attention))
     return found
 
 
-def _mixes_outside(call: Call, subs: list[Call]) -> bool:
+def _mixes_outside(call: Call, subs: list[Call], attention: Collection[int]) -> bool:
     """``call`` mixes positions outside ``subs`` (strided downsampling convs aside): it is a block
     of its own around them (SwiftFormer's attention around a local conv block), not a stage."""
     for c in call.descendants():
-        if any(c.within(s) for s in subs) or not is_mixing_op(c.module):
+        if any(c.within(s) for s in subs) or not is_mixing_op(c.module, attention):
             continue
         if max(getattr(c.module, "stride", (1,)) if isinstance(getattr(c.module, "stride", 1), tuple)
                else (getattr(c.module, "stride", 1) or 1,)) == 1:
@@ -52,12 +54,13 @@ def find_blocks(call: Call, ctx: PlacementContext) -> list[Call]:
     position-mixing ops are inside sub-units that timm marks residual (a CSP stage around its
     bottlenecks).
     """
-    if is_unit(call.module):
-        subs = _sub_units(call)
+    attention = ctx.trace.attention
+    if is_unit(call.module, attention):
+        subs = _sub_units(call, attention)
         declared = [s for s in subs if declares_residual(s.module)]
         kinds = [type(s.module) for s in subs]
         repeated = any(kinds.count(type(s.module)) > 1 for s in subs if s in declared or carries_input(s))
-        if is_chain(call) or repeated or (declared and not _mixes_outside(call, subs)):
+        if is_chain(call) or repeated or (declared and not _mixes_outside(call, subs, attention)):
             inner = [b for s in subs for b in find_blocks(s, ctx)]
             # Sub-blocks that never see a per-frame map (MobileViT's transformer on unfolded
             # patches) leave the place to the unit around them.

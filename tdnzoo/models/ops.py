@@ -6,6 +6,7 @@ Small predicates on module types and names that the placement rules in
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from torch import nn
 
@@ -64,32 +65,40 @@ def is_spatial_leaf(module: nn.Module) -> bool:
     return False
 
 
-def is_token_mixer(module: nn.Module) -> bool:
-    """A module that mixes positions by other means than one convolution: attention, pooling, ... (by class name)."""
-    return bool(_TOKEN_MIXER.search(type(module).__name__)) and not is_container(module)
+def is_token_mixer(module: nn.Module, attention: Collection[int] = ()) -> bool:
+    """A module that mixes positions by other means than one convolution: attention, pooling, ...
+
+    By class name, or because a dry run saw it compute an attention (``attention``: module ids,
+    :attr:`tdnzoo.models.probe.Trace.attention`).
+    """
+    if is_container(module):
+        return False
+    return bool(_TOKEN_MIXER.search(type(module).__name__)) or id(module) in attention
 
 
-def is_mixing_op(module: nn.Module) -> bool:
+def is_mixing_op(module: nn.Module, attention: Collection[int] = ()) -> bool:
     """An op that mixes positions: a spatial conv or pooling, or a token mixer holding no other token mixer
     (an attention is an op; a block named ``...Attention`` that holds one is not)."""
     if is_spatial_leaf(module):
         return True
-    return is_token_mixer(module) and not any(is_token_mixer(m) for m in module.modules() if m is not module)
+    return is_token_mixer(module, attention) and not any(
+        is_token_mixer(m, attention) for m in module.modules() if m is not module
+    )
 
 
-def mixes_positions(module: nn.Module) -> bool:
-    return any(is_spatial_leaf(m) or is_token_mixer(m) for m in module.modules())
+def mixes_positions(module: nn.Module, attention: Collection[int] = ()) -> bool:
+    return any(is_spatial_leaf(m) or is_token_mixer(m, attention) for m in module.modules())
 
 
-def is_unit(module: nn.Module) -> bool:
+def is_unit(module: nn.Module, attention: Collection[int] = ()) -> bool:
     """A block candidate: not a plain container nor a mixing op itself, with two or more weighted ops,
     one of them mixing positions."""
     return (
         next(module.children(), None) is not None
         and not is_container(module)
-        and not is_mixing_op(module)
+        and not is_mixing_op(module, attention)
         and _weighted(module) >= 2
-        and mixes_positions(module)
+        and mixes_positions(module, attention)
     )
 
 

@@ -67,6 +67,7 @@ def _relative(call: Call, ancestor: Call) -> list[str]:
 
 
 def in_shortcut(call: Call, block: Call) -> bool:
+    """``call`` runs in ``block``'s shortcut (a child named ``shortcut``, ``downsample``, ... on its path)."""
     return any(SHORTCUT.match(part) for part in _relative(call, block))
 
 
@@ -129,7 +130,7 @@ def shift_position(block: Call, ctx: PlacementContext) -> Position | None:
     return None
 
 
-def _is_stream(tensor: torch.Tensor | None, fingerprint, block: Call, branch: list[Call]) -> bool:
+def _is_stream(tensor: torch.Tensor | None, fingerprint: tuple[float, float] | None, block: Call, branch: list[Call]) -> bool:
     """A map the branch carries whole: the block's input or an op's output (not a split or windows of one)."""
     if tensor is None:
         return False
@@ -143,7 +144,7 @@ def difference_position(block: Call, ctx: PlacementContext) -> Position | None:
     branch = _branch(block)
     if block.is_leaf or is_reparameterizable(block.module) or _multi_branch(block, branch):
         return ctx.position(block)
-    mixing = next((c for c in branch if is_mixing_op(c.module)), None)
+    mixing = next((c for c in branch if is_mixing_op(c.module, ctx.trace.attention)), None)
     if mixing is None:
         return shift_position(block, ctx)
     # The op itself or the innermost module holding it that receives a whole map ...

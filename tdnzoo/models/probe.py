@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 __all__ = ["Call", "Trace", "attach_second_run", "fingerprint_of", "is_chain", "outermost", "trace_forward"]
+
+
+# What an attention computes, however its module is named (iFormer's SHMABlock, ...).
+_ATTENTION_FUNCTIONS = {torch.softmax, F.softmax, torch.Tensor.softmax, F.scaled_dot_product_attention}
+_SOFTMAX_MODULES = (nn.Softmax, nn.Softmax2d, nn.LogSoftmax)
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -93,13 +100,18 @@ class Call:
 
 @dataclass
 class Trace:
-    """All module calls of one dry run, in the order they started."""
+    """All module calls of one dry run, in the order they started.
+
+    ``attention``: ids of the modules whose own forward computed a softmax or a scaled dot-product
+    attention (an attention, whatever its class is called).
+    """
 
     image: torch.Tensor
     calls: list[Call]
     roots: list[Call]
     output: torch.Tensor | None
     alt_size: int | None = None
+    attention: frozenset[int] = frozenset()
 
     def calls_of(self, module: nn.Module) -> list[Call]:
         return [c for c in self.calls if c.module is module]
@@ -151,16 +163,27 @@ def trace_forward(model: nn.Module, run: Callable[[torch.Tensor], Any], x: torch
             continue
         handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
         handles.append(module.register_forward_hook(after, with_kwargs=True))
+    attention: set[int] = set()
+
+    class AttentionSpy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in _ATTENTION_FUNCTIONS:
+                # the attention is the module calling softmax, not an nn.Softmax it holds for it
+                owner = next((c for c in reversed(stack) if not isinstance(c.module, _SOFTMAX_MODULES)), None)
+                if owner is not None:
+                    attention.add(id(owner.module))
+            return func(*args, **(kwargs or {}))
+
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), AttentionSpy():
             output = run(x)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return Trace(image=x, calls=calls, roots=roots, output=_first_tensor(output))
+    return Trace(image=x, calls=calls, roots=roots, output=_first_tensor(output), attention=frozenset(attention))
 
 
 def attach_second_run(trace: Trace, other: Trace) -> bool:

@@ -137,6 +137,14 @@ class VideoClassifier(VideoModelContract, nn.Module):
         )
 
 
+def _built_size(backbone_kwargs: dict[str, Any] | None) -> int | None:
+    """The ``img_size`` a backbone name was built with, if given (``int`` or ``(h, w)``)."""
+    size = (backbone_kwargs or {}).get("img_size")
+    if isinstance(size, (tuple, list)) and size:
+        size = size[-1]
+    return int(size) if isinstance(size, int) else None
+
+
 def _default_shift_every(layout: BackboneLayout) -> int:
     # Official TSM shifts every other block when the third stage is very deep (ResNet-101).
     return 2 if layout.stage_sizes().get(4, 0) >= 23 else 1
@@ -299,7 +307,7 @@ def temporalize(
         if num_classes is not None and num_classes != getattr(backbone, "num_classes", None):
             backbone.reset_classifier(num_classes)
 
-    layout = analyze_backbone(backbone, name)
+    layout = analyze_backbone(backbone, name, img_size=_built_size(backbone_kwargs))
     if method != "tsn" and refusal(layout.family) is not None:
         raise unsupported(name, layout.family, refusal(layout.family))
     model_args: dict[str, Any] = {"num_segments": num_segments, "num_classes": int(backbone.num_classes)}
