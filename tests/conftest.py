@@ -14,7 +14,11 @@ from . import official_fixtures
 from .official_fixtures import normalise, reference  # noqa: F401  (tests import them from here)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Share the cores among pytest-xdist's workers: more intra-op threads than cores makes OpenMP's
+# waiting threads spin against each other (on 2 cores, -n 2 with 2 threads each ran the suite 20x
+# slower in places).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
