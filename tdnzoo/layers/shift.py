@@ -100,8 +100,10 @@ class TemporalConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x5 = split_segments(x, self.num_segments)
-        w = self.weight.to(x.dtype).view(1, 1, self.channels, 3, 1, 1)
-        out = w[:, :, :, 0] * previous_segment(x5) + w[:, :, :, 1] * x5 + w[:, :, :, 2] * next_segment(x5)
+        # One contiguous row of C weights per tap: compiled kernels load each tap as a vector.
+        taps = self.weight.to(x.dtype).squeeze(1).t().contiguous().view(3, 1, 1, self.channels, 1, 1)
+        w0, w1, w2 = taps[0], taps[1], taps[2]
+        out = w0 * previous_segment(x5) + w1 * x5 + w2 * next_segment(x5)
         return out.flatten(0, 1)
 
     def extra_repr(self) -> str:
