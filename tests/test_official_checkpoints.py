@@ -120,6 +120,7 @@ class _Payload:
         return (print, ("this must never run",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch notes the plain pickle we write
 def test_pickles_load_only_with_weights_only(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
