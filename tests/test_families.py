@@ -7,10 +7,13 @@ A method may refuse a family only where ``REFUSED`` says so, with its reason in 
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import timm
 
-from tdnzoo.models.survey import check_family, load_family_list
+from tdnzoo.models.survey import ACTS, ROUNDING, check_family, load_family_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread each, two workers in CI
 
@@ -63,11 +66,7 @@ REFUSED: dict[tuple[str, str], str] = {
     ("tnt", "tsm"): "two token streams",
     ("tnt", "tdn"): "two token streams",
 }
-# Changes of the logits relative to the largest: TSN's (a mean over segments) must stay within
-# rounding, amplified by deep stacks of random weights (reordering a batch changes oneDNN's sums);
-# TSM's and TDN's must be clear of it (0.02 to 10 over the families).
-ROUNDING = 1e-3
-ACTS = 1e-2
+# The reversal thresholds (tdnzoo.models.survey.ROUNDING and ACTS) are those of the generated table.
 
 
 def test_the_family_list_covers_every_timm_family():
@@ -92,3 +91,19 @@ def test_every_family_builds_runs_and_its_temporal_modules_act(row):
         else:
             assert check.temporal_modules > 0
             assert check.reversal_change > ACTS, f"{method} on {model}: its temporal modules do not act"
+
+
+def test_the_docs_family_table_is_the_rendering_of_its_saved_run(tmp_path):
+    # docs/backbones.md holds what `tdnzoo backbones table --from-json docs/backbones_results.json` writes
+    from tdnzoo.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    page = tmp_path / "backbones.md"
+    page.write_text("intro\n<!-- family-table:start -->\nold\n<!-- family-table:end -->\nrest\n")
+    assert main(["backbones", "table", "--from-json", str(root / "docs/backbones_results.json"), "--write", str(page)]) == 0
+    rendered = page.read_text().split("<!-- family-table:start -->")[1].split("<!-- family-table:end -->")[0]
+    assert "old" not in rendered and "| cnn |" in rendered
+    docs = (root / "docs/backbones.md").read_text()
+    assert rendered in docs
+    assert {row["family"] for row in json.loads((root / "docs/backbones_results.json").read_text())} == {
+        row["family"] for row in FAMILIES}

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--write", metavar="MARKDOWN", help="replace the table between the family-table markers of this file")
     q.add_argument("--json", metavar="PATH", help="also save the raw results as JSON")
     q.add_argument("--families", nargs="*", help="only these families")
+    q.add_argument("--from-json", metavar="PATH", help="render the results a previous run saved with --json (no models run)")
     q.set_defaults(func=run_table)
 
 
@@ -35,8 +36,11 @@ def run_families(args: argparse.Namespace) -> int:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from ..models.survey import family_table, load_family_list
+    from ..models.survey import family_table, load_family_list, render_table
 
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        return _emit(render_table(results), results, args)
     rows = load_family_list()
     if args.families:
         unknown = sorted(set(args.families) - {r["family"] for r in rows})
@@ -44,6 +48,11 @@ def run_table(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown timm families {unknown}: the list holds the modules of timm.list_modules()")
         rows = [r for r in rows if r["family"] in args.families]
     table, results = family_table(rows, progress=True)
+    return _emit(table, results, args)
+
+
+def _emit(table: str, results: list[dict], args: argparse.Namespace) -> int:
+    """Save the raw results (``--json``), then print the table or write it between the markers."""
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
     if not args.write:

@@ -266,8 +266,11 @@ def family_table(rows: list[dict[str, Any]] | None = None, *, progress: bool = F
 
 
 # Reversal changes of the logits (relative to the largest) that count as rounding (TSN must stay
-# below) and as the temporal modules acting (TSM and TDN must exceed); see tests/test_families.py.
-ROUNDING, ACTS = 1e-3, 1e-2
+# below: reordering a batch changes oneDNN's sums, amplified by deep stacks of random weights) and
+# as the temporal modules acting (TSM and TDN must exceed it, 5x clear of rounding). Over the
+# families they act by 0.01 (TSM on the post-norm EVA and SwinV2 transformers at full size, whose
+# norms damp each residual branch) to above 1; TSN's change is 0 on the CPU.
+ROUNDING, ACTS = 1e-3, 5e-3
 
 
 def _status(check: dict[str, Any], method: str) -> str:
