@@ -108,6 +108,16 @@ def test_bench_command(tmp_path, capsys):
     assert data["settings"]["fixed_malloc"] is False and data["machine"]["malloc"] == "malloc as the process had it"
 
 
+def test_bench_report_on_a_vision_transformer(tmp_path, capsys):
+    # FLOPs and the speed report on any model that builds: a ViT (TDN's stream on its patch embedding)
+    argv = ["bench", "--models", "tsn_test_vit,tdn_test_vit", "--num-segments", "2", "--size", "160",
+            "--rounds", "1", "--warmup", "0", "--no-train", "--no-throughput", "--no-progress", "--output", str(tmp_path)]
+    assert main(argv) == 0
+    rows = {r["model"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    assert rows["tdn_test_vit"]["gflops"] > rows["tsn_test_vit"]["gflops"] > 0
+    assert rows["tdn_test_vit"]["latency_ms"] > 0 and "| tdn_test_vit |" in capsys.readouterr().out
+
+
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 # Allocates and frees a 24 MiB block three times (as a training step re-allocates a feature map),
