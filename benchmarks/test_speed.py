@@ -17,7 +17,7 @@ import tdnzoo
 
 from .conftest import BATCH, ROUNDS, SEGMENTS, SIZE
 
-METHODS = ("tsn", "tsm", "tdn")
+METHODS = tdnzoo.METHODS
 BACKBONES = ("resnet50", "resnet18")
 DEVICES = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

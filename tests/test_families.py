@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 
+from tdnzoo.models import METHODS
 from tdnzoo.models.survey import ACTS, ROUNDING, check_family, load_family_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread each, two workers in CI
@@ -79,7 +80,7 @@ def test_the_family_list_covers_every_timm_family():
 @pytest.mark.parametrize("row", FAMILIES, ids=[row["family"] for row in FAMILIES])
 def test_every_family_builds_runs_and_its_temporal_modules_act(row):
     family, model = row["family"], row["model"]
-    for method in ("tsn", "tsm", "tdn"):
+    for method in METHODS:
         check = check_family(family, model, method, backbone_kwargs=TEST_KWARGS.get(family))
         expected = REFUSED.get((family, method))
         if expected is not None:

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..models.video import METHODS
 from ..version import __version__
 
 # Training, evaluation and the video generator are imported where used: the CLI reads DEFAULTS at start-up.
@@ -48,7 +49,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-METHODS = ("tsn", "tsm", "tdn")
 # Default classes: the five time-reversal pairs, where a single frame (and TSN's order-free average) cannot tell
 # the classes of a pair apart, and two appearance controls that any frame names.
 DEFAULT_CLASSES = (

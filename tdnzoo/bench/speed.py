@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models import fuse_for_inference
+from ..models import METHODS, fuse_for_inference
 from .allocator import fix_malloc_thresholds
 from .flops import flop_breakdown
 from .machine import machine_info, malloc_description
@@ -39,7 +39,7 @@ class SpeedConfig:
     compiles the model itself.
     """
 
-    methods: tuple[str, ...] = ("tsn", "tsm", "tdn")
+    methods: tuple[str, ...] = METHODS
     backbones: tuple[str, ...] = ("resnet50",)
     models: tuple[str, ...] = ()  # explicit names; overrides methods x backbones
     num_segments: int = 8

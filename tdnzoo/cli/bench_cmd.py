@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..models.video import METHODS
 from . import bench_accuracy
 
 
@@ -19,7 +20,7 @@ def _int_csv(text: str) -> tuple[int, ...]:
 
 def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="reports/bench", help="report folder (default: reports/bench)")
-    p.add_argument("--methods", type=_csv, default=("tsn", "tsm", "tdn"), help="comma list (default tsn,tsm,tdn)")
+    p.add_argument("--methods", type=_csv, default=METHODS, help="comma list (default tsn,tsm,tdn)")
     p.add_argument("--backbones", type=_csv, default=("resnet50",), help="comma list of timm backbones (default resnet50)")
     p.add_argument("--models", type=_csv, default=(), help="explicit model names; overrides --methods/--backbones")
     p.add_argument("--num-segments", type=int, default=8)

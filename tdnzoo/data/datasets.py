@@ -45,6 +45,7 @@ from .transforms import SOMETHING_FLIP_LABEL_MAP, eval_transform, parse_views, t
 __all__ = [
     "DATASET_PRESETS",
     "CorruptVideoWarning",
+    "CollatableSamples",
     "DatasetPreset",
     "Sample",
     "VideoDataset",
@@ -212,6 +213,21 @@ class Sample(NamedTuple):
     label: int
     index: int
     skipped: tuple[str, ...]
+
+
+class CollatableSamples(Dataset):
+    """A :class:`VideoDataset`'s samples as ``(clip, label, index asked for, skipped)`` tuples a DataLoader collates,
+    ``skipped`` the paths that failed to decode joined by newlines, so the main process can count them."""
+
+    def __init__(self, dataset: "VideoDataset") -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, str]:
+        sample = self.dataset.load(index)
+        return sample.clip, sample.label, index, "\n".join(sample.skipped)
 
 
 class VideoDataset(Dataset):

@@ -5,24 +5,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data.datasets import VideoDataset
+from ..data.datasets import CollatableSamples, VideoDataset
 from ..data.transforms import ThreeCrop
 from ..train.distributed import ShardSampler, all_gather_objects
 from .scores import EvalResult, average_view_scores
 
 __all__ = ["evaluate"]
-
-
-class _Indexed(torch.utils.data.Dataset):
-    def __init__(self, dataset: VideoDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        sample = self.dataset.load(index)
-        return sample.clip, sample.label, index, "\n".join(sample.skipped)
 
 
 @torch.no_grad()
@@ -52,7 +40,7 @@ def evaluate(
     device = torch.device(device)
     model.eval().to(device)
     loader = DataLoader(
-        _Indexed(dataset), batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
+        CollatableSamples(dataset), batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
         num_workers=workers, pin_memory=device.type == "cuda",
     )
     if progress and rank == 0:

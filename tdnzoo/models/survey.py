@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
+from .video import METHODS
 
 __all__ = [
     "FAMILY_LIST",
@@ -247,7 +248,7 @@ def family_table(rows: list[dict[str, Any]] | None = None, *, progress: bool = F
         except Exception as exc:  # noqa: BLE001 - a family tdnzoo cannot read at all
             entry["kind"] = "-"
             entry["kind_error"] = str(exc)
-        for method in ("tsn", "tsm", "tdn"):
+        for method in METHODS:
             check = check_family(family, name, method, backbone_kwargs=kwargs)
             entry[method] = asdict(check)
         if entry["tsn"]["ok"] and entry["tdn"]["ok"]:
@@ -261,7 +262,7 @@ def family_table(rows: list[dict[str, Any]] | None = None, *, progress: bool = F
         results.append(entry)
         if progress:
             print(family, name, *(("ok" if entry[m]["ok"] else "refused" if entry[m]["refused"] else "FAIL")
-                                  for m in ("tsn", "tsm", "tdn")), flush=True)
+                                  for m in METHODS), flush=True)
     return render_table(results), results
 
 
@@ -295,13 +296,13 @@ def render_table(results: list[dict[str, Any]]) -> str:
         size = r["tsn"]["size"] or r["tdn"]["size"]
         reduced = ", " + ", ".join(f"{k}={v}" for k, v in r["kwargs"].items()) if r["kwargs"] else ""
         lines.append(f"| {r['family']} | {r['kind']} | `{r['model']}` | " + " | ".join(
-            _status(r[m], m) for m in ("tsn", "tsm", "tdn")) + f" | {params} | {ratio} | {size}px{reduced} |")
+            _status(r[m], m) for m in METHODS) + f" | {params} | {ratio} | {size}px{reduced} |")
     lines += ["", "| kind | families | TSN | TSM | TDN |", "| --- | ---: | ---: | ---: | ---: |"]
     for kind in ("cnn", "hybrid", "transformer"):
         group = [r for r in results if r["kind"] == kind]
-        counts = [sum(_status(r[m], m) == "yes" for r in group) for m in ("tsn", "tsm", "tdn")]
+        counts = [sum(_status(r[m], m) == "yes" for r in group) for m in METHODS]
         lines.append(f"| {kind} | {len(group)} | " + " | ".join(f"{c}/{len(group)}" for c in counts) + " |")
-    refusals = [(r, m) for r in results for m in ("tsn", "tsm", "tdn") if not r[m]["ok"]]
+    refusals = [(r, m) for r in results for m in METHODS if not r[m]["ok"]]
     if refusals:
         lines += ["", "Refused (and why):", ""]
         for r, m in refusals:

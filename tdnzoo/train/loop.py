@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..data.datasets import DATASET_PRESETS, VideoDataset, build_dataset
+from ..data.datasets import DATASET_PRESETS, CollatableSamples, VideoDataset, build_dataset
 from ..data.transforms import eval_transform, train_transform
 from ..errors import TdnzooError
 from .config import TrainConfig
@@ -47,20 +47,6 @@ class TrainResult:
     best_metric: float | None
     best_epoch: int | None
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _WithSkipped(Dataset):
-    """Items as ``(clip, label, skipped paths joined by newlines)``, so the main process can count them."""
-
-    def __init__(self, dataset: VideoDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        sample = self.dataset.load(index)
-        return sample.clip, sample.label, "\n".join(sample.skipped)
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[VideoDataset, VideoDataset | None]:
@@ -194,7 +180,7 @@ def _train_epoch(
     skipped: list[str] = []
     start = time.perf_counter()
     bar = _progress(loader, cfg.progress and info.is_main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-    for step, (clips, labels, bad) in enumerate(bar):
+    for step, (clips, labels, _, bad) in enumerate(bar):
         clips = clips.to(info.device, non_blocking=True)
         labels = labels.to(info.device, non_blocking=True)
         with _autocast(cfg, info.device):
@@ -247,7 +233,7 @@ def validate(cfg: TrainConfig, info: DistInfo, model: nn.Module, loader: DataLoa
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     loss_sum, correct1, correct5, seen = 0.0, 0, 0, 0
-    for clips, labels, _ in _progress(loader, cfg.progress and info.is_main, desc="validate"):
+    for clips, labels, _, _ in _progress(loader, cfg.progress and info.is_main, desc="validate"):
         clips, labels = clips.to(info.device), labels.to(info.device)
         with _autocast(cfg, info.device):
             logits = model(clips).float()
@@ -352,11 +338,11 @@ def _train(cfg: TrainConfig, info: DistInfo, step_callback) -> TrainResult:
     train_sampler = DistributedSampler(
         train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
-    train_loader = _loader(_WithSkipped(train_ds), per_rank, train_sampler, cfg, info.device, drop_last=True)
+    train_loader = _loader(CollatableSamples(train_ds), per_rank, train_sampler, cfg, info.device, drop_last=True)
     val_loader = None
     if val_ds is not None:
         val_sampler = ShardSampler(len(val_ds), info.rank, info.world_size)
-        val_loader = _loader(_WithSkipped(val_ds), per_rank, val_sampler, cfg, info.device, drop_last=False)
+        val_loader = _loader(CollatableSamples(val_ds), per_rank, val_sampler, cfg, info.device, drop_last=False)
 
     model.train()
     apply_bn_mode(model, cfg.bn)  # before the optimizer: partial/frozen norms take no gradient
