@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .shift import pad_segments, split_segments
+from .shift import clip_edge, shift_frames, split_segments
 
 torch.fx.wrap("split_segments")  # a leaf for torch.fx (see .shift)
 
@@ -55,12 +55,13 @@ class LongTermTDM(nn.Module):
     def differences(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The forward and backward differences ``(d_f, d_b)``, each ``[B*T, C//r, H, W]``."""
         b = self.bn_reduce(self.conv_reduce(x))
-        b5 = split_segments(b, self.num_segments)
-        neighbor5 = split_segments(self.conv_neighbor(b), self.num_segments)
-        # Where a neighbour is missing the difference is zero (not -b[t]), as the official padding.
-        d_forward = pad_segments(neighbor5[:, 1:] - b5[:, :-1], 0, 1)  # conv(b)[t+1] - b[t]
-        d_backward = pad_segments(neighbor5[:, :-1] - b5[:, 1:], 1, 0)  # conv(b)[t-1] - b[t]
-        return d_forward.flatten(0, 1), d_backward.flatten(0, 1)
+        split_segments(b, self.num_segments)  # shape check
+        neighbor, t = self.conv_neighbor(b), self.num_segments
+        # conv(b)[t+1] - b[t] and conv(b)[t-1] - b[t]. Where the neighbour is missing the difference is
+        # zero (not -b[t]), as the official padding.
+        d_forward = (shift_frames(neighbor, 1) - b).masked_fill(clip_edge(b, t, 1), 0.0)
+        d_backward = (shift_frames(neighbor, -1) - b).masked_fill(clip_edge(b, t, -1), 0.0)
+        return d_forward, d_backward
 
     def attention(self, d: torch.Tensor) -> torch.Tensor:
         """``sigmoid(BN(conv_expand(mixed))) - 0.5`` for one direction's difference ``d``.

@@ -4,6 +4,10 @@ Both act on per-frame feature maps ``[B*T, C, H, W]`` (segment-major) and need `
 to see the time axis. Channels ``[0, fold)`` look one segment ahead, ``[fold, 2*fold)`` one
 segment back, the rest stay, with ``fold = C // fold_div`` (official TSM and TDN semantics,
 ``docs/design.md`` section 2).
+
+The neighbouring segments are read by shifting along the batch axis and zeroing across clip edges
+rather than through a ``[B, T, C, H, W]`` view: every op stays 4-D, so a compiled model keeps the
+convolutions' memory layout (channels-last) instead of copying each map through a 5-D buffer.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import nn
 
-__all__ = ["TemporalConv", "TemporalShift", "next_segment", "pad_segments", "previous_segment", "shift_kernel", "split_segments"]
+__all__ = ["TemporalConv", "TemporalShift", "clip_edge", "next_segment", "previous_segment", "shift_frames", "shift_kernel", "split_segments"]
 
 
 @register_notrace_function  # a leaf for timm's feature-extraction tracer too
@@ -28,19 +32,32 @@ def split_segments(x: torch.Tensor, num_segments: int) -> torch.Tensor:
 torch.fx.wrap("split_segments")
 
 
-def pad_segments(x5: torch.Tensor, before: int, after: int) -> torch.Tensor:
-    """Zero segments added to ``[B, T', C, H, W]`` along time: ``before`` ahead, ``after`` behind."""
-    return F.pad(x5, (0, 0, 0, 0, 0, 0, before, after))
+def shift_frames(x: torch.Tensor, offset: int) -> torch.Tensor:
+    """``x[n + offset]`` at every frame ``n`` of ``[N, ...]``, zero past either end of the batch.
+
+    The shift crosses clip boundaries; :func:`clip_edge` tells where it did.
+    """
+    pad = [0, 0] * (x.dim() - 1)
+    if offset > 0:
+        return F.pad(x[offset:], pad + [0, offset])
+    return F.pad(x[: x.shape[0] + offset], pad + [-offset, 0])
 
 
-def next_segment(x5: torch.Tensor) -> torch.Tensor:
-    """``x[t+1]`` at every ``t`` of ``[B, T, ...]``, zero after the last segment."""
-    return pad_segments(x5[:, 1:], 0, 1)
+def clip_edge(x: torch.Tensor, num_segments: int, offset: int) -> torch.Tensor:
+    """``[N, 1, ...]``, true at the frames whose segment ``t + offset`` lies outside their clip."""
+    t = torch.arange(x.shape[0], device=x.device) % num_segments
+    edge = (t + offset < 0) | (t + offset >= num_segments)
+    return edge.view([-1] + [1] * (x.dim() - 1))
 
 
-def previous_segment(x5: torch.Tensor) -> torch.Tensor:
-    """``x[t-1]`` at every ``t`` of ``[B, T, ...]``, zero before the first segment."""
-    return pad_segments(x5[:, :-1], 1, 0)
+def next_segment(x: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """``x[t+1]`` at every segment ``t`` of ``[B*T, ...]``, zero after the last segment of each clip."""
+    return shift_frames(x, 1).masked_fill(clip_edge(x, num_segments, 1), 0.0)
+
+
+def previous_segment(x: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """``x[t-1]`` at every segment ``t`` of ``[B*T, ...]``, zero before the first segment of each clip."""
+    return shift_frames(x, -1).masked_fill(clip_edge(x, num_segments, -1), 0.0)
 
 
 class TemporalShift(nn.Module):
@@ -58,11 +75,11 @@ class TemporalShift(nn.Module):
         self.fold_div = fold_div
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x5 = split_segments(x, self.num_segments)
-        fold = x5.shape[2] // self.fold_div
-        ahead = next_segment(x5[:, :, :fold])  # channels [0, fold) take x[t+1]
-        back = previous_segment(x5[:, :, fold : 2 * fold])  # channels [fold, 2*fold) take x[t-1]
-        return torch.cat((ahead, back, x5[:, :, 2 * fold :]), dim=2).flatten(0, 1)
+        split_segments(x, self.num_segments)  # shape check
+        fold = x.shape[1] // self.fold_div
+        ahead = next_segment(x[:, :fold], self.num_segments)  # channels [0, fold) take x[t+1]
+        back = previous_segment(x[:, fold : 2 * fold], self.num_segments)  # channels [fold, 2*fold) take x[t-1]
+        return torch.cat((ahead, back, x[:, 2 * fold :]), dim=1)
 
     def extra_repr(self) -> str:
         return f"num_segments={self.num_segments}, fold_div={self.fold_div}"
@@ -99,12 +116,11 @@ class TemporalConv(nn.Module):
         self.weight = nn.Parameter(shift_kernel(channels, fold_div))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x5 = split_segments(x, self.num_segments)
+        split_segments(x, self.num_segments)  # shape check
         # One contiguous row of C weights per tap: compiled kernels load each tap as a vector.
-        taps = self.weight.to(x.dtype).squeeze(1).t().contiguous().view(3, 1, 1, self.channels, 1, 1)
+        taps = self.weight.to(x.dtype).squeeze(1).t().contiguous().view(3, 1, self.channels, 1, 1)
         w0, w1, w2 = taps[0], taps[1], taps[2]
-        out = w0 * previous_segment(x5) + w1 * x5 + w2 * next_segment(x5)
-        return out.flatten(0, 1)
+        return w0 * previous_segment(x, self.num_segments) + w1 * x + w2 * next_segment(x, self.num_segments)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, num_segments={self.num_segments}, fold_div={self.fold_div}"
