@@ -185,3 +185,28 @@ def test_consensus_is_the_mean_over_segments():
     assert torch.equal(out, x.view(2, 3, 2).mean(1))
     with pytest.raises(ValueError, match="B\\*4"):
         SegmentConsensus(4)(x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: TemporalShift(4, fold_div=4), lambda: _trained_conv(TemporalConv(16, 4, fold_div=4)),
+     lambda: LongTermTDM(16, num_segments=4).eval()],
+    ids=["shift", "tconv", "ltdm"],
+)
+def test_clips_of_a_batch_never_see_each_other(make):
+    # The neighbours are read by a shift along the batch axis; at a clip's edge the value is zero
+    # by selection, so not even a non-finite frame of the next clip may leak through (0 * inf).
+    m = make()
+    x = _clip(b=2, t=4, c=16)
+    alone = m(x[4:])
+    x[:4] = float("inf")
+    torch.testing.assert_close(m(x)[4:], alone)
+    x[:4] = 0.0
+    x[4:] = float("nan")
+    assert torch.isfinite(m(x)[:4]).all()
+
+
+def _trained_conv(m: TemporalConv) -> TemporalConv:
+    with torch.no_grad():
+        m.weight.copy_(torch.randn(m.weight.shape, generator=torch.Generator().manual_seed(1)))
+    return m

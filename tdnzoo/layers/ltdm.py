@@ -59,8 +59,8 @@ class LongTermTDM(nn.Module):
         neighbor, t = self.conv_neighbor(b), self.num_segments
         # conv(b)[t+1] - b[t] and conv(b)[t-1] - b[t]. Where the neighbour is missing the difference is
         # zero (not -b[t]), as the official padding.
-        d_forward = (shift_frames(neighbor, 1) - b).masked_fill(clip_edge(b, t, 1), 0.0)
-        d_backward = (shift_frames(neighbor, -1) - b).masked_fill(clip_edge(b, t, -1), 0.0)
+        d_forward = torch.where(clip_edge(b, t, 1), 0.0, shift_frames(neighbor, 1) - b)
+        d_backward = torch.where(clip_edge(b, t, -1), 0.0, shift_frames(neighbor, -1) - b)
         return d_forward, d_backward
 
     def attention(self, d: torch.Tensor) -> torch.Tensor:

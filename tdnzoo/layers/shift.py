@@ -52,12 +52,12 @@ def clip_edge(x: torch.Tensor, num_segments: int, offset: int) -> torch.Tensor:
 
 def next_segment(x: torch.Tensor, num_segments: int) -> torch.Tensor:
     """``x[t+1]`` at every segment ``t`` of ``[B*T, ...]``, zero after the last segment of each clip."""
-    return shift_frames(x, 1).masked_fill(clip_edge(x, num_segments, 1), 0.0)
+    return torch.where(clip_edge(x, num_segments, 1), 0.0, shift_frames(x, 1))
 
 
 def previous_segment(x: torch.Tensor, num_segments: int) -> torch.Tensor:
     """``x[t-1]`` at every segment ``t`` of ``[B*T, ...]``, zero before the first segment of each clip."""
-    return shift_frames(x, -1).masked_fill(clip_edge(x, num_segments, -1), 0.0)
+    return torch.where(clip_edge(x, num_segments, -1), 0.0, shift_frames(x, -1))
 
 
 class TemporalShift(nn.Module):
