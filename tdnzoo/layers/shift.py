@@ -16,7 +16,10 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import nn
 
-__all__ = ["TemporalConv", "TemporalShift", "clip_edge", "next_segment", "previous_segment", "shift_frames", "shift_kernel", "split_segments"]
+__all__ = [
+    "TemporalConv", "TemporalShift", "clip_edge", "next_segment", "previous_segment", "shift_frames", "shift_kernel",
+    "split_segments",
+]
 
 
 @register_notrace_function  # a leaf for timm's feature-extraction tracer too
