@@ -10,9 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .shift import clip_edge, shift_frames, split_segments
-
-torch.fx.wrap("split_segments")  # a leaf for torch.fx (see .shift)
+from .shift import shift_frames, within_clip
 
 __all__ = ["LongTermStack", "LongTermTDM"]
 
@@ -55,12 +53,10 @@ class LongTermTDM(nn.Module):
     def differences(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The forward and backward differences ``(d_f, d_b)``, each ``[B*T, C//r, H, W]``."""
         b = self.bn_reduce(self.conv_reduce(x))
-        split_segments(b, self.num_segments)  # shape check
-        neighbor, t = self.conv_neighbor(b), self.num_segments
-        # conv(b)[t+1] - b[t] and conv(b)[t-1] - b[t]. Where the neighbour is missing the difference is
-        # zero (not -b[t]), as the official padding.
-        d_forward = torch.where(clip_edge(b, t, 1), 0.0, shift_frames(neighbor, 1) - b)
-        d_backward = torch.where(clip_edge(b, t, -1), 0.0, shift_frames(neighbor, -1) - b)
+        neighbor = self.conv_neighbor(b)
+        # Where the neighbour is missing the difference is zero (not -b[t]), as the official padding.
+        d_forward = within_clip(shift_frames(neighbor, 1) - b, self.num_segments, 1)  # conv(b)[t+1] - b[t]
+        d_backward = within_clip(shift_frames(neighbor, -1) - b, self.num_segments, -1)  # conv(b)[t-1] - b[t]
         return d_forward, d_backward
 
     def attention(self, d: torch.Tensor) -> torch.Tensor:

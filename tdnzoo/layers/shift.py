@@ -17,8 +17,8 @@ from timm.layers import register_notrace_function
 from torch import nn
 
 __all__ = [
-    "TemporalConv", "TemporalShift", "clip_edge", "next_segment", "previous_segment", "shift_frames", "shift_kernel",
-    "split_segments",
+    "TemporalConv", "TemporalShift", "next_segment", "previous_segment", "shift_frames", "shift_kernel",
+    "split_segments", "within_clip",
 ]
 
 
@@ -38,7 +38,7 @@ torch.fx.wrap("split_segments")
 def shift_frames(x: torch.Tensor, offset: int) -> torch.Tensor:
     """``x[n + offset]`` at every frame ``n`` of ``[N, ...]``, zero past either end of the batch.
 
-    The shift crosses clip boundaries; :func:`clip_edge` tells where it did.
+    The shift crosses clip boundaries; :func:`within_clip` zeroes what came from another clip.
     """
     pad = [0, 0] * (x.dim() - 1)
     if offset > 0:
@@ -46,21 +46,26 @@ def shift_frames(x: torch.Tensor, offset: int) -> torch.Tensor:
     return F.pad(x[: x.shape[0] + offset], pad + [-offset, 0])
 
 
-def clip_edge(x: torch.Tensor, num_segments: int, offset: int) -> torch.Tensor:
-    """``[N, 1, ...]``, true at the frames whose segment ``t + offset`` lies outside their clip."""
+def within_clip(x: torch.Tensor, num_segments: int, offset: int) -> torch.Tensor:
+    """``x`` at the frames of ``[B*T, ...]`` whose segment ``t + offset`` lies in their clip, zero elsewhere.
+
+    Zeroed by selection, so nothing of a neighbouring clip (not even inf or nan) gets through.
+    A ``ValueError`` when the batch is not a multiple of ``num_segments``.
+    """
+    split_segments(x, num_segments)  # shape check
     t = torch.arange(x.shape[0], device=x.device) % num_segments
-    edge = (t + offset < 0) | (t + offset >= num_segments)
-    return edge.view([-1] + [1] * (x.dim() - 1))
+    outside = ((t + offset < 0) | (t + offset >= num_segments)).view([-1] + [1] * (x.dim() - 1))
+    return torch.where(outside, 0.0, x)
 
 
 def next_segment(x: torch.Tensor, num_segments: int) -> torch.Tensor:
     """``x[t+1]`` at every segment ``t`` of ``[B*T, ...]``, zero after the last segment of each clip."""
-    return torch.where(clip_edge(x, num_segments, 1), 0.0, shift_frames(x, 1))
+    return within_clip(shift_frames(x, 1), num_segments, 1)
 
 
 def previous_segment(x: torch.Tensor, num_segments: int) -> torch.Tensor:
     """``x[t-1]`` at every segment ``t`` of ``[B*T, ...]``, zero before the first segment of each clip."""
-    return torch.where(clip_edge(x, num_segments, -1), 0.0, shift_frames(x, -1))
+    return within_clip(shift_frames(x, -1), num_segments, -1)
 
 
 class TemporalShift(nn.Module):
@@ -78,7 +83,6 @@ class TemporalShift(nn.Module):
         self.fold_div = fold_div
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split_segments(x, self.num_segments)  # shape check
         fold = x.shape[1] // self.fold_div
         ahead = next_segment(x[:, :fold], self.num_segments)  # channels [0, fold) take x[t+1]
         back = previous_segment(x[:, fold : 2 * fold], self.num_segments)  # channels [fold, 2*fold) take x[t-1]
@@ -119,7 +123,6 @@ class TemporalConv(nn.Module):
         self.weight = nn.Parameter(shift_kernel(channels, fold_div))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split_segments(x, self.num_segments)  # shape check
         # One contiguous row of C weights per tap: compiled kernels load each tap as a vector.
         taps = self.weight.to(x.dtype).squeeze(1).t().contiguous().view(3, 1, self.channels, 1, 1)
         w0, w1, w2 = taps[0], taps[1], taps[2]
