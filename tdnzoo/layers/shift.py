@@ -107,7 +107,8 @@ class TemporalConv(nn.Module):
     ``ShiftModule``), initialised to the shift above so that at init it equals :class:`TemporalShift`.
 
     ``out[t] = w0 * x[t-1] + w1 * x[t] + w2 * x[t+1]``, the cross-correlation the official
-    ``Conv1d`` computes on ``[B*H*W, C, T]``; written on ``[B, T, C, H, W]`` it needs no permutes.
+    ``Conv1d`` computes on ``[B*H*W, C, T]``; written with :func:`previous_segment` and
+    :func:`next_segment` on the per-frame maps it needs no permutes.
 
     Args:
         channels: channels ``C``.
