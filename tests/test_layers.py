@@ -141,8 +141,10 @@ def test_layers_trace_with_torch_fx():
         traced = torch.fx.symbolic_trace(layer)
         x = _clip(b=1, t=4, c=channels, h=4, w=4)
         torch.testing.assert_close(traced(x), layer(x))
-    with pytest.raises(ValueError, match="B\\*4"):
-        torch.fx.symbolic_trace(TemporalShift(4))(torch.zeros(6, 16, 2, 2))
+        with pytest.raises(ValueError, match="B\\*4"):  # a batch that is not whole clips, eager and traced
+            layer(torch.zeros(6, channels, 2, 2))
+        with pytest.raises(ValueError, match="B\\*4"):
+            traced(torch.zeros(6, channels, 2, 2))
 
 
 def test_ltdm_reduction_and_shape():
