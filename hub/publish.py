@@ -26,8 +26,8 @@ from torch import nn
 import tdnzoo
 from tdnzoo.errors import TdnzooError
 from tdnzoo.hub import push_to_hub, save_pretrained, write_model_card
-from tdnzoo.hub.loading import read_export_config
 from tdnzoo.models.checkpoint import sha256_of
+from tdnzoo.models.hub_loading import read_export_config
 from tdnzoo.models.pretrained import PRETRAINED_CFGS
 
 __all__ = ["VerificationError", "export_release", "main", "verify_export"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import timm
 
+from tdnzoo.bench.survey import ACTS, ROUNDING, check_family, load_family_list
 from tdnzoo.models import METHODS
-from tdnzoo.models.survey import ACTS, ROUNDING, check_family, load_family_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small models: one thread each, two workers in CI
 
@@ -67,7 +67,7 @@ REFUSED: dict[tuple[str, str], str] = {
     ("tnt", "tsm"): "two token streams",
     ("tnt", "tdn"): "two token streams",
 }
-# The reversal thresholds (tdnzoo.models.survey.ROUNDING and ACTS) are those of the generated table.
+# The reversal thresholds (tdnzoo.bench.survey.ROUNDING and ACTS) are those of the generated table.
 
 
 def test_the_family_list_covers_every_timm_family():

@@ -13,11 +13,13 @@ The ranks (``docs/design.md`` §7 explains them):
 3. ``models.pretrained`` (one metadata record per weight), ``models.registry`` (names),
    ``models.checkpoint``, ``models.official`` (reading, converting, writing weights),
    ``models.zoo_table``: names and weights, no model building.
-4. ``hub``: download, read and write exports and cards; it hands files and configs back and never
-   builds a model.
+4. ``models.hub_download``, ``models.hub_loading``: download weights and read exports; they hand files
+   and configs back and never build a model (timm keeps its ``_hub`` in ``models`` too).
 5. ``models.builder``, ``models.factory`` and the ``models`` package: the one path that builds a
-   model (``create_model``), which may ask ``hub`` for files, as timm's ``_factory`` asks ``_hub``.
-6. ``train``, ``eval``, ``export``: what users do with a model.
+   model (``create_model``), which asks ``models.hub_loading`` for files, as timm's ``_factory`` asks
+   ``_hub``. Nothing in ``models`` imports a package above it.
+6. ``train``, ``eval``, ``export``, ``hub`` (writing and uploading exports, model cards): what users do
+   with a model.
 7. ``prediction``, ``bench``: built on evaluation and training.
 8. ``cli``, ``__main__``: argument parsing and printing.
 9. ``tdnzoo`` (its ``__init__``): the public API, re-exporting from all.
@@ -41,10 +43,10 @@ RANKS = {
     "tdnzoo.models.placement": 2, "tdnzoo.models.families": 2, "tdnzoo.models.contract": 2,
     "tdnzoo.models.pretrained": 3, "tdnzoo.models.registry": 3, "tdnzoo.models.checkpoint": 3,
     "tdnzoo.models.official": 3, "tdnzoo.models.zoo_table": 3,
-    "tdnzoo.hub": 4,
+    "tdnzoo.models.hub_download": 4, "tdnzoo.models.hub_loading": 4,
     "tdnzoo.models.builder": 5, "tdnzoo.models.factory": 5,
-    "tdnzoo.train": 6, "tdnzoo.eval": 6, "tdnzoo.export": 6,
-    "tdnzoo.prediction": 7, "tdnzoo.bench": 7, "tdnzoo.models.survey": 7,
+    "tdnzoo.train": 6, "tdnzoo.eval": 6, "tdnzoo.export": 6, "tdnzoo.hub": 6,
+    "tdnzoo.prediction": 7, "tdnzoo.bench": 7,
     "tdnzoo.cli": 8, "tdnzoo.__main__": 8,
 }
 # Package __init__ files ranked apart from their modules: they re-export what is below them.

@@ -12,9 +12,9 @@ import torch
 from timm.utils import reparameterize_model
 
 import tdnzoo
+from tdnzoo.bench.survey import calibrate_norms, perturb_weights
 from tdnzoo.models.fusion import DifferenceFusion
 from tdnzoo.models.insertion import TemporalInsert
-from tdnzoo.models.survey import calibrate_norms, perturb_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backbones", help="timm families: the one-model-per-family list and the TSN/TSM/TDN table")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = actions.add_parser("families", help="generate the one-model-per-family list (the smallest model of each)")
-    q.add_argument("--write", action="store_true", help="write tdnzoo/models/timm_families.json instead of printing")
+    q.add_argument("--write", action="store_true", help="write tdnzoo/bench/timm_families.json instead of printing")
     q.set_defaults(func=run_families)
     q = actions.add_parser("table", help="check TSN, TSM and TDN on every family of the list; print the table")
     q.add_argument("--write", metavar="MARKDOWN", help="replace the table between the family-table markers of this file")
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_families(args: argparse.Namespace) -> int:
-    from ..models.survey import FAMILY_LIST, smallest_per_family, write_family_list
+    from ..bench.survey import FAMILY_LIST, smallest_per_family, write_family_list
 
     if args.write:
         rows = write_family_list()
@@ -36,7 +36,7 @@ def run_families(args: argparse.Namespace) -> int:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from ..models.survey import family_table, load_family_list, render_table
+    from ..bench.survey import family_table, load_family_list, render_table
 
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())

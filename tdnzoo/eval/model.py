@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, TdnzooError
-from ..hub.loading import is_export_name
 from ..models import create_model
+from ..models.hub_loading import is_export_name
 from ..models.registry import split_tag
 
 __all__ = ["load_eval_model", "read_training_meta"]

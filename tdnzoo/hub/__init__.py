@@ -8,10 +8,8 @@ Nothing here builds a model: :func:`tdnzoo.create_model` asks this package for f
 - :func:`save_pretrained` writes ``model.safetensors`` + ``config.json`` + ``README.md``;
   :func:`push_to_hub` uploads such a folder.
 """
-from .card import model_card_data, render_model_card
-from .download import HubFileNotFoundError, HubRepoNotFoundError, download_file, download_weights
-from .export import export_config, push_to_hub, save_pretrained, write_model_card
-from .loading import (
+from ..models.hub_download import HubFileNotFoundError, HubRepoNotFoundError, download_file, download_weights
+from ..models.hub_loading import (
     WeightsFile,
     is_export_name,
     load_export_cfg,
@@ -19,6 +17,8 @@ from .loading import (
     pretrained_weights_file,
     read_export_config,
 )
+from .card import model_card_data, render_model_card
+from .export import export_config, push_to_hub, save_pretrained, write_model_card
 
 __all__ = [
     "HubFileNotFoundError",

@@ -18,9 +18,9 @@ from typing import Any
 from torch import nn
 
 from ..errors import CheckpointError, CheckpointMismatchError
-from ..hub.loading import pretrained_weights_file
 from .checkpoint import load_checkpoint, read_state_dict
 from .contract import VideoFeatures
+from .hub_loading import pretrained_weights_file
 from .official import convert_official
 from .video import VideoClassifier, temporalize
 

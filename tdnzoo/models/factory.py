@@ -10,9 +10,9 @@ import os
 from typing import Any
 
 from ..errors import CheckpointError
-from ..hub.loading import CONFIG_NAME, is_export_name, load_export_cfg
 from .builder import build_model_with_cfg
 from .contract import VideoFeatures
+from .hub_loading import CONFIG_NAME, is_export_name, load_export_cfg
 from .pretrained import get_pretrained_cfg
 from .registry import parse_model_name
 from .video import VideoClassifier

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedBackboneError
-from .video import METHODS
+from ..models.video import METHODS
 
 __all__ = [
     "FAMILY_LIST",
@@ -99,8 +99,8 @@ def family_kind(model: nn.Module) -> str:
     a CNN's by spatial convolutions; a hybrid has both in its blocks, or token-mixing blocks after
     a convolutional stem of three or more spatial convs (a ResNet stem under a ViT).
     """
-    from .backbone import analyze_backbone
-    from .ops import is_mixing_op, is_token_mixer
+    from ..models.backbone import analyze_backbone
+    from ..models.ops import is_mixing_op, is_token_mixer
 
     layout = analyze_backbone(model)
     mixers = [m for b in layout.blocks for m in b.module.modules()]
@@ -191,8 +191,8 @@ def check_family(
     temporal modules act, 0 up to rounding for TSN (a mean over segments). A deliberate
     :class:`~tdnzoo.UnsupportedBackboneError` is reported as ``refused``; any other error as not ok.
     """
-    from .factory import create_model
-    from .insertion import TemporalInsert
+    from ..models.factory import create_model
+    from ..models.insertion import TemporalInsert
 
     start = time.perf_counter()
     result = FamilyCheck(family, model_name, method, ok=False)
@@ -224,8 +224,8 @@ def check_family(
 
 
 def _gflops(model_name: str, method: str, size: int, kwargs: dict[str, Any]) -> float:
-    from ..bench.flops import count_flops
-    from .factory import create_model
+    from ..models.factory import create_model
+    from .flops import count_flops
 
     model = create_model(f"{method}_{model_name}", num_classes=5, num_segments=2, backbone_kwargs=kwargs)
     return count_flops(model, input_size=size)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..models.pretrained import convert_hint, is_published
-from ..models.registry import split_tag
-from .download import WEIGHT_FILES, HubFileNotFoundError, download_file, download_weights
+from .hub_download import WEIGHT_FILES, HubFileNotFoundError, download_file, download_weights
+from .pretrained import convert_hint, is_published
+from .registry import split_tag
 
 __all__ = [
     "CONFIG_NAME",
