@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +59,17 @@ def _error(message: str) -> None:
     tqdm.write(f"tdnzoo predict: {message}", file=sys.stderr)  # above a running progress bar, not through it
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _error(f"warning: {message}")  # a file cut short: one line, not a source excerpt
+
+
 def run(args: argparse.Namespace) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..data.errors import VideoDecodeError
     from ..prediction import (
         class_names_of,
@@ -120,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         any_ok = True
         paths = scores.save(args.output, k=args.top_k, num_classes=args.timeline_classes, model=name)
-        entries.append({"video": video, "num_windows": len(scores), "files": {k: str(v) for k, v in paths.items()},
+        damage = {"declared_frames": scores.declared_frames, "truncated": True} if scores.truncated else {}
+        entries.append({"video": video, "num_frames": scores.num_frames, "seconds": scores.seconds, **damage,
+                        "num_windows": len(scores), "files": {k: str(v) for k, v in paths.items()},
                         "segments": scores.segments()})
         if not args.json:
             print(format_segments(scores))

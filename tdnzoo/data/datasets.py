@@ -14,6 +14,8 @@ Layouts:
 
 Paths in list files are relative to the data root. A video that fails to decode is replaced by
 another one, with a :class:`CorruptVideoWarning`, and counted (:attr:`VideoDataset.num_skipped`).
+A video that holds fewer frames than it declares (a file cut short) is sampled within the frames it
+holds, with a :class:`~tdnzoo.data.damage.TruncatedVideoWarning` once per file and process.
 A missing root or list file, a malformed line, an empty class folder or a label outside the
 class range raise :class:`DataError` when the dataset is built.
 
@@ -38,6 +40,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from . import sampling
+from .damage import read_sampled
 from .decode import VIDEO_EXTENSIONS, open_video
 from .errors import DataError, VideoDecodeError
 from .transforms import SOMETHING_FLIP_LABEL_MAP, eval_transform, parse_views, train_transform
@@ -364,10 +367,9 @@ class VideoDataset(Dataset):
             VideoDecodeError: the video cannot be read.
         """
         with self._open(record) as reader:
-            clips = self._frame_indices(len(reader))
-            flat = [i for clip in clips for i in clip]
-            frames = reader.get_frames(flat).permute(0, 3, 1, 2)
-        return list(frames.split(self.num_frames))
+            # A video cut short is sampled again within the frames it holds (read_sampled).
+            read = read_sampled(reader, lambda n: [i for clip in self._frame_indices(n) for i in clip])
+        return list(read.frames.permute(0, 3, 1, 2).split(self.num_frames))
 
     def _apply(self, clip: torch.Tensor, label: int) -> tuple[torch.Tensor, int]:
         if isinstance(self.transform, v2.Transform):

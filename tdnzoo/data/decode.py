@@ -22,7 +22,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from .errors import VideoDecodeError
+from .damage import known_length, note_truncated, refuse_images
+from .errors import TruncatedVideoError, VideoDecodeError
 
 __all__ = [
     "FRAME_TEMPLATES",
@@ -30,6 +31,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "FrameFolderReader",
     "PyAVReader",
+    "TruncatedVideoError",
     "VideoDecodeError",
     "VideoReader",
     "count_frames",
@@ -49,7 +51,12 @@ FRAME_TEMPLATES = ("{:05d}.jpg", "{:06d}.jpg", "img_{:05d}.jpg", "image_{:05d}.j
 
 @runtime_checkable
 class VideoReader(Protocol):
-    """What the datasets need from a decoder. ``len(reader)`` is the frame count."""
+    """What the datasets need from a decoder. ``len(reader)`` is the frame count.
+
+    A reader asked for a frame past the real end of a video that declares more frames than it holds
+    raises :class:`TruncatedVideoError` (``len(reader)`` is then the real count); it never invents the
+    missing frames. Readers may say what the container declares in ``declared_frames``.
+    """
 
     path: str
 
@@ -87,15 +94,18 @@ class PyAVReader(_ReaderBase):
     """A video file decoded with PyAV (FFmpeg).
 
     Frames are decoded sequentially from the start up to the largest index asked for; only the
-    requested ones are converted to RGB. When the container announces more frames than it holds,
-    indices past the real end get the last decoded frame (as the official code clamps indices).
+    requested ones are converted to RGB. ``len(reader)`` is what the container declares until decoding
+    finds fewer frames: an index past the real end of a file cut short raises
+    :class:`TruncatedVideoError` (warning once per file), and ``len(reader)`` becomes the real count.
+    Indices past the declared end of a whole file get its last frame (as the frame folders clamp).
 
     Args:
         path: the video file.
         threads: let FFmpeg decode with frame/slice threads (``"AUTO"``), or ``None`` for its default.
 
     Raises:
-        VideoDecodeError: the file is missing, not a video, corrupt, or has no video stream.
+        VideoDecodeError: the file is missing, not a video (an image, whatever its extension), corrupt,
+            or has no video stream.
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: str | None = "AUTO") -> None:
@@ -111,15 +121,22 @@ class PyAVReader(_ReaderBase):
         if not self._container.streams.video:
             self._container.close()
             raise VideoDecodeError(f"{self.path} has no video stream", self.path)
+        try:
+            refuse_images(self._container, self.path)
+        except VideoDecodeError:
+            self._container.close()
+            raise
         self._stream = self._container.streams.video[0]
         if threads:
             self._stream.thread_type = threads
         self._num_frames: int | None = None
+        self.declared_frames: int | None = None  # what the container says; more than decode when cut short
         self._used = False
 
     def __len__(self) -> int:
         if self._num_frames is None:
-            self._num_frames = self._count()
+            self.declared_frames = self._count()
+            self._num_frames = known_length(self.path) or self.declared_frames
         return self._num_frames
 
     def _count(self) -> int:
@@ -160,12 +177,18 @@ class PyAVReader(_ReaderBase):
                     found[i] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
                 if i >= last_wanted:
                     break
-        except (av.FFmpegError, ValueError, MemoryError) as exc:
+        except av.FFmpegError as exc:
+            if last_frame is None:
+                raise VideoDecodeError(f"cannot decode {self.path}: {exc}", self.path) from exc
+            # Decoding stopped after some frames: the end of a file cut short (FFmpeg raises there
+            # when decoding on one thread, and ends quietly with frame threads), handled below.
+        except (ValueError, MemoryError) as exc:
             raise VideoDecodeError(f"cannot decode {self.path}: {exc}", self.path) from exc
         if last_frame is None:
             raise VideoDecodeError(f"{self.path} holds no decodable video frames", self.path)
-        if last_index < last_wanted:  # the container promised more frames than it has
-            self._num_frames = last_index + 1
+        if last_index < last_wanted:  # asked past the last frame that decodes
+            self._stream_ended(last_index + 1)  # raises for a file cut short
+            # Past the declared end of a whole file: its last frame, as the frame folders clamp.
             tail = found.get(last_index)
             if tail is None:
                 tail = torch.from_numpy(last_frame.to_ndarray(format="rgb24"))
@@ -173,6 +196,14 @@ class PyAVReader(_ReaderBase):
                 if i > last_index:
                     found[i] = tail
         return torch.stack([found[i] for i in indices])
+
+    def _stream_ended(self, decoded: int) -> None:
+        """Decoding stopped after ``decoded`` frames: raise if the container declared more."""
+        if self.declared_frames is None:
+            len(self)  # reads the declared count
+        self._num_frames = decoded
+        if decoded < self.declared_frames:
+            raise note_truncated(self.path, self.declared_frames, decoded)
 
     def close(self) -> None:
         self._container.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.damage import note_truncated, refuse_images
 from ..data.decode import open_video
 from ..data.errors import VideoDecodeError
 
@@ -41,12 +42,16 @@ def iter_frames(
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """``(index, uint8 [H, W, 3] frame)`` for the sorted, distinct ``indices``, in order.
 
-    Video files (default backend) are decoded sequentially in one pass. Past the real end of a
-    file that announced more frames than it holds, the last frame is repeated, as the readers do.
-    Frame folders and other backends are read through :func:`~tdnzoo.data.decode.open_video` in chunks.
+    Video files (default backend) are decoded sequentially in one pass. A file that holds fewer
+    frames than it declares yields the frames it holds, then raises
+    :class:`~tdnzoo.data.errors.TruncatedVideoError` (with its real count) for the rest: no frame is
+    invented. Frame folders and other backends are read through
+    :func:`~tdnzoo.data.decode.open_video` in chunks.
 
     Raises:
-        VideoDecodeError: the video cannot be read.
+        TruncatedVideoError: an index past the real end of a file cut short.
+        VideoDecodeError: the video cannot be read, or is an image.
+        ValueError: an index past the end of a whole video.
     """
     wanted = sorted(set(int(i) for i in indices))
     if not wanted:
@@ -74,21 +79,28 @@ def _iter_pyav(path: str, wanted: list[int]) -> Iterator[tuple[int, torch.Tensor
     with container:
         if not container.streams.video:
             raise VideoDecodeError(f"{path} has no video stream", path)
+        refuse_images(container, path)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        position, last = 0, None
+        position, decoded = 0, 0
         try:
             for i, frame in enumerate(container.decode(stream)):
-                last = frame
+                decoded = i + 1
                 if i == wanted[position]:
                     yield i, torch.from_numpy(frame.to_ndarray(format="rgb24"))
                     position += 1
                     if position == len(wanted):
                         return
-        except (av.FFmpegError, ValueError, MemoryError) as exc:
+        except av.FFmpegError as exc:
+            if not decoded:
+                raise VideoDecodeError(f"cannot decode {path}: {exc}", path) from exc
+            # after some frames: the end of a file cut short (see PyAVReader.get_frames)
+        except (ValueError, MemoryError) as exc:
             raise VideoDecodeError(f"cannot decode {path}: {exc}", path) from exc
-        if last is None:
+        if not decoded:
             raise VideoDecodeError(f"{path} holds no decodable video frames", path)
-        tail = torch.from_numpy(last.to_ndarray(format="rgb24"))
-        for i in wanted[position:]:
-            yield i, tail
+        # A container that declares no count (WebM): the caller's indices came from its packet count.
+        declared = int(stream.frames or 0) or wanted[-1] + 1
+        if decoded < declared:
+            raise note_truncated(path, declared, decoded, stacklevel=3)
+        raise ValueError(f"frame {wanted[position]} is past the end of {path} ({decoded} frames)")

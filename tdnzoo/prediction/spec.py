@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from ..data.damage import read_sampled
 from ..data.decode import open_video
 from ..data.sampling import expand_windows, multi_clip_indices
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, parse_views, resolve_eval_sizes
@@ -120,12 +121,11 @@ class ViewSpec:
         Raises:
             VideoDecodeError: the video cannot be read.
         """
-        with open_video(path, backend=backend) as reader:
-            total = len(reader)
-            clips = self.clip_indices(total)
-            frames = reader.get_frames([i for clip in clips for i in clip]).permute(0, 3, 1, 2)
+        with open_video(path, backend=backend) as reader:  # a video cut short: sampled within its real frames
+            read = read_sampled(reader, lambda n: [i for clip in self.clip_indices(n) for i in clip])
         transform = self.transform()
-        return self.stack([transform(clip) for clip in frames.split(self.num_frames)]), total
+        clips = read.frames.permute(0, 3, 1, 2).split(self.num_frames)
+        return self.stack([transform(clip) for clip in clips]), read.num_frames
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "views": self.views, "crop_size": self.crop_size}

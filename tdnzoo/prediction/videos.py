@@ -12,7 +12,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.damage import read_sampled
+from ..data.decode import open_video
 from ..data.errors import VideoDecodeError
+from .frames import video_fps
 from .loading import class_names_of, default_device, load_predict_model
 from .scoring import ViewScorer
 from .spec import ViewSpec, resolve_view_spec
@@ -49,9 +52,11 @@ class Prediction:
         video: the path as given.
         probs: ``[C]`` softmax averaged over the views (``None`` on error).
         top_k: the best classes, best first.
-        num_frames: frames in the video.
+        num_frames: frames in the video: the frames that decode, for a file cut short.
         views: ``CLIPSxCROPS`` used.
         error: the decoding error, when the video was skipped.
+        seconds: duration of ``num_frames`` at the file's frame rate (``None`` for frame folders).
+        declared_frames: what the container declares, when more than decode (a file cut short).
     """
 
     video: str
@@ -60,10 +65,17 @@ class Prediction:
     num_frames: int | None = None
     views: str | None = None
     error: str | None = None
+    seconds: float | None = None
+    declared_frames: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def truncated(self) -> bool:
+        """The file holds fewer frames than it declares; it was sampled within the frames it holds."""
+        return self.declared_frames is not None
 
     @property
     def label(self) -> str | None:
@@ -73,10 +85,43 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         if not self.ok:
             return {"video": self.video, "error": self.error}
+        damage = {"declared_frames": self.declared_frames, "truncated": True} if self.truncated else {}
         return {
-            "video": self.video, "num_frames": self.num_frames, "views": self.views,
+            "video": self.video, "num_frames": self.num_frames, "seconds": self.seconds, **damage, "views": self.views,
             "top_k": [{"rank": r, **c.to_dict()} for r, c in enumerate(self.top_k, 1)],
         }
+
+
+@dataclass(frozen=True)
+class VideoLength:
+    """How long a video really is: the frames that decode, what its container declares, its duration."""
+
+    num_frames: int
+    declared_frames: int | None = None
+    fps: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.declared_frames is not None and self.num_frames < self.declared_frames
+
+    @property
+    def seconds(self) -> float | None:
+        return round(self.num_frames / self.fps, 3) if self.fps else None
+
+
+def read_views(spec: ViewSpec, path: str, *, backend: str | None = None) -> tuple[torch.Tensor, VideoLength]:
+    """The test views ``[V, T, 3, H, W]`` of one video and its real length (a file cut short is sampled
+    within the frames it holds, see :func:`tdnzoo.data.damage.read_sampled`).
+
+    Raises:
+        VideoDecodeError: the video cannot be read.
+    """
+    with open_video(path, backend=backend) as reader:
+        read = read_sampled(reader, lambda n: [i for clip in spec.clip_indices(n) for i in clip])
+    transform = spec.transform()
+    views = spec.stack([transform(clip) for clip in read.frames.permute(0, 3, 1, 2).split(spec.num_frames)])
+    declared = read.declared_frames if read.truncated else None
+    return views, VideoLength(read.num_frames, declared, video_fps(path))
 
 
 class _VideoViews(Dataset):
@@ -88,12 +133,12 @@ class _VideoViews(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, int | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, VideoLength | None, str | None]:
         try:
-            views, num_frames = self.spec.load(self.paths[index], backend=self.backend)
+            views, length = read_views(self.spec, self.paths[index], backend=self.backend)
         except VideoDecodeError as exc:
             return index, None, None, str(exc)
-        return index, views, num_frames, None
+        return index, views, length, None
 
 
 def _as_is(item):
@@ -136,8 +181,10 @@ def predict(
 
     Each video's ``CLIPSxCROPS`` views go through the model, their softmax scores are averaged
     (as in evaluation). Views of consecutive videos share forward passes of ``batch_size`` views.
-    A video that cannot be decoded is logged and returned with its ``error``; the others still get
-    their results.
+    A video that cannot be decoded (or an image, not a video) is logged and returned with its ``error``;
+    the others still get their results. A file cut short (fewer frames decode than its container
+    declares) is sampled within the frames it holds and reported at that length, with a
+    :class:`~tdnzoo.data.damage.TruncatedVideoWarning`.
 
     Args:
         videos: one path or several.
@@ -197,17 +244,20 @@ def run_predictions(
     loader = DataLoader(_VideoViews(paths, spec, backend), batch_size=None, num_workers=workers, collate_fn=_as_is)
     scorer = ViewScorer(model, batch_size=batch_size, device=device)
     results: list[Prediction | None] = [None] * len(paths)
-    frames: dict[int, int] = {}
+    lengths: dict[int, VideoLength] = {}
     with tqdm(total=len(paths), desc="predict", unit="video", disable=not progress, file=sys.stderr,
               dynamic_ncols=True) as bar:
 
         def finish(done: list) -> None:
             for index, probs in done:
-                results[index] = Prediction(paths[index], probs, top_classes(probs, names, top_k), frames.pop(index),
-                                            spec.views)
+                length = lengths.pop(index)
+                results[index] = Prediction(
+                    paths[index], probs, top_classes(probs, names, top_k), length.num_frames, spec.views,
+                    seconds=length.seconds, declared_frames=length.declared_frames,
+                )
                 bar.update()
 
-        for index, views, num_frames, error in loader:
+        for index, views, length, error in loader:
             if error is not None:
                 if on_error is None:
                     _log.warning("skipping %s: %s", paths[index], error)
@@ -216,7 +266,7 @@ def run_predictions(
                 results[index] = Prediction(paths[index], error=error)
                 bar.update()
                 continue
-            frames[index] = num_frames
+            lengths[index] = length
             finish(scorer.push(index, views))
         finish(scorer.flush())
     return [r for r in results if r is not None]

@@ -7,7 +7,9 @@ Inside a window, frames are sampled as the model samples a whole video in evalua
 spread in each segment). Spans are given in frames (``64``) or seconds (``"2s"``).
 
 The video is decoded once, front to back, and only the frames pending windows need are kept,
-already transformed, so hours of video fit in memory.
+already transformed, so hours of video fit in memory. A file cut short (fewer frames decode than
+its container declares) gets windows up to its real end only: the windows before the cut keep
+their scores, the tail window is placed at the real last frame, and the length reported is the real one.
 
 Example:
     >>> scores = predict_windows("match.mp4", "tsm_resnet50.k400_8f", window="2s", stride="1s")
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from ..data.decode import open_video
+from ..data.errors import TruncatedVideoError
 from .frames import iter_frames, video_fps
 from .loading import class_names_of, load_predict_model
 from .scoring import ViewScorer
@@ -95,10 +98,11 @@ class WindowScores:
         probs: ``[W, C]`` softmax averaged over each window's views.
         bounds: ``(start_frame, end_frame)`` of each window, end exclusive.
         fps: frame rate (``None`` when unknown: times are then left out).
-        num_frames: frames in the video.
+        num_frames: frames in the video: the frames that decode, for a file cut short.
         window, stride: in frames.
         views: ``CLIPSxCROPS`` per window.
         class_names: names of the classes.
+        declared_frames: what the container declares, when more than decode (a file cut short).
     """
 
     video: str
@@ -110,9 +114,20 @@ class WindowScores:
     stride: int
     views: str
     class_names: list[str]
+    declared_frames: int | None = None
 
     def __len__(self) -> int:
         return len(self.bounds)
+
+    @property
+    def seconds(self) -> float | None:
+        """Duration of the video (its real frames), ``None`` without a frame rate."""
+        return self.time(self.num_frames)
+
+    @property
+    def truncated(self) -> bool:
+        """The file holds fewer frames than it declares; windows stop at its real end."""
+        return self.declared_frames is not None and self.num_frames < self.declared_frames
 
     def time(self, frame: int) -> float | None:
         """Seconds at the start of ``frame`` (``None`` without a frame rate)."""
@@ -156,8 +171,10 @@ class WindowScores:
         return peak.topk(min(n, peak.numel())).indices.tolist()
 
     def to_dict(self, k: int = 5) -> dict[str, Any]:
+        damage = {"declared_frames": self.declared_frames, "truncated": True} if self.truncated else {}
         return {
-            "video": self.video, "num_frames": self.num_frames, "fps": self.fps, "window_frames": self.window,
+            "video": self.video, "num_frames": self.num_frames, "seconds": self.seconds, **damage, "fps": self.fps,
+            "window_frames": self.window,
             "stride_frames": self.stride, "views": self.views, "num_windows": len(self),
             "segments": self.segments(), "windows": self.records(k),
         }
@@ -234,10 +251,55 @@ def score_windows(
     path = os.fspath(video)
     with open_video(path, backend=backend) as reader:
         total = len(reader)
+        declared = getattr(reader, "declared_frames", None)
     fps = fps or video_fps(path)
     span = parse_span(window, fps, name="window")
     step = parse_span(stride, fps, name="stride") if stride is not None else max(1, span // 2)
     bounds = window_bounds(total, span, step)
+    scorer = ViewScorer(model, batch_size=batch_size, device=device)
+    scores: dict[tuple[int, int], torch.Tensor] = {}
+    with tqdm(total=len(bounds), desc=Path(path).name, unit="window", disable=not progress, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+
+        def finish(done: list) -> None:
+            for bound, p in done:
+                scores[bound] = p
+                bar.update()
+
+        try:
+            _push_windows(path, bounds, spec, scorer, finish, backend=backend)
+        except TruncatedVideoError as exc:
+            # Cut short: the windows before the cut are scored; lay the windows out again over the
+            # real frames (the same starts, a new tail window) and score those still missing.
+            finish(scorer.flush())
+            total = exc.num_frames
+            bounds = window_bounds(total, span, step)
+            bar.total = len(bounds)
+            bar.refresh()
+            _push_windows(path, [b for b in bounds if b not in scores], spec, scorer, finish, backend=backend)
+        finish(scorer.flush())
+    declared = declared if declared is not None and declared > total else None
+    return WindowScores(path, torch.stack([scores[b] for b in bounds]), bounds, fps, total, span, step, spec.views,
+                        list(names), declared)
+
+
+def _push_windows(
+    path: str,
+    bounds: Sequence[tuple[int, int]],
+    spec: ViewSpec,
+    scorer: ViewScorer,
+    finish: Callable[[list], None],
+    *,
+    backend: str | None,
+) -> None:
+    """Decode ``path`` once and push each window of ``bounds`` to ``scorer`` as soon as its frames arrived
+    (keyed by its bounds; ``finish`` gets what the scorer returns).
+
+    Raises:
+        TruncatedVideoError: the file ends before the last window (the windows before the cut were pushed).
+    """
+    if not bounds:
+        return
     # Each window is a short video: the spec's clips, shifted to its start (always uniform sampling).
     clips = [[[s + i for i in clip] for clip in spec.clip_indices(e - s, sampling="uniform")] for s, e in bounds]
     last_use: dict[int, int] = {}
@@ -251,29 +313,17 @@ def score_windows(
         release.setdefault(w, []).append(i)
 
     transform = spec.transform()
-    scorer = ViewScorer(model, batch_size=batch_size, device=device)
-    probs: list[torch.Tensor | None] = [None] * len(bounds)
     cache: dict[int, torch.Tensor] = {}
-    with tqdm(total=len(bounds), desc=Path(path).name, unit="window", disable=not progress, file=sys.stderr,
-              dynamic_ncols=True) as bar:
-
-        def finish(done: list) -> None:
-            for w, p in done:
-                probs[w] = p
-                bar.update()
-
-        next_window = 0
-        for index, frame in iter_frames(path, sorted(last_use), backend=backend):
-            # Resize, crop and normalise act on each frame alike: transform frames once, as they arrive.
-            cache[index] = transform(frame.permute(2, 0, 1).unsqueeze(0))
-            while next_window < len(bounds) and ready_at[next_window] <= index:
-                views = spec.stack([torch.cat([cache[i] for i in clip], dim=-4) for clip in clips[next_window]])
-                finish(scorer.push(next_window, views))
-                for i in release.get(next_window, ()):
-                    del cache[i]
-                next_window += 1
-        finish(scorer.flush())
-    return WindowScores(path, torch.stack(probs), bounds, fps, total, span, step, spec.views, list(names))
+    next_window = 0
+    for index, frame in iter_frames(path, sorted(last_use), backend=backend):
+        # Resize, crop and normalise act on each frame alike: transform frames once, as they arrive.
+        cache[index] = transform(frame.permute(2, 0, 1).unsqueeze(0))
+        while next_window < len(bounds) and ready_at[next_window] <= index:
+            views = spec.stack([torch.cat([cache[i] for i in clip], dim=-4) for clip in clips[next_window]])
+            finish(scorer.push(bounds[next_window], views))
+            for i in release.get(next_window, ()):
+                del cache[i]
+            next_window += 1
 
 
 def predict_windows(
