@@ -89,3 +89,34 @@ def frame_ids(frames) -> list[int]:
     if arr.shape[-1] != 3:
         arr = arr.transpose(0, 2, 3, 1)
     return [int(round(v / 12)) for v in arr[:, 2:6, 2:6, :].mean(axis=(1, 2, 3))]
+
+
+def write_cut_video(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
+    """A faststart H.264 MP4 of ``frames`` cut to half its bytes: its index (at the start) still declares
+    every frame, but only about half of them decode, as a download that stopped."""
+    path = Path(path)
+    whole = write_video(path.with_name(path.stem + ".whole.mp4"), frames, fps=fps)
+    faststart = path.with_name(path.stem + ".faststart.mp4")
+    with av.open(str(whole)) as src, av.open(str(faststart), "w", options={"movflags": "faststart"}) as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:  # the demuxer's final flush packet carries no data
+                packet.stream = out
+                dst.mux(packet)
+    data = faststart.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    whole.unlink()
+    faststart.unlink()
+    return path
+
+
+def decodable_frames(path: str | Path) -> int:
+    """Frames of a video file that decode, counted by PyAV alone (decoding stops at the first error)."""
+    count = 0
+    with av.open(str(path)) as container:
+        try:
+            for _ in container.decode(container.streams.video[0]):
+                count += 1
+        except av.FFmpegError:
+            pass
+    return count

@@ -4,12 +4,15 @@ The pieces, each usable alone:
 
 * :mod:`tdnzoo.data.decode`: ``open_video``, ``read_frames``, ``count_frames`` (PyAV for files,
   PIL/torchvision for frame folders; ``register_backend`` for others).
+* :mod:`tdnzoo.data.damage`: ``read_sampled`` (a video cut short is sampled within the frames it holds,
+  ``TruncatedVideoWarning`` once per file), ``refuse_images`` (an image renamed as a video is refused).
 * :mod:`tdnzoo.data.sampling`: ``train_indices``, ``val_indices``, ``multi_clip_indices`` (official rules).
 * :mod:`tdnzoo.data.transforms`: ``MultiScaleCrop``, ``RandomHorizontalFlip`` (label swap),
   ``ThreeCrop``, ``train_transform``, ``eval_transform``, ``parse_views``.
 * :mod:`tdnzoo.data.datasets`: ``VideoDataset``, ``build_dataset`` (folder, sthv1, sthv2, kinetics),
   ``load_views`` (the test views of one video, for prediction).
 """
+from .damage import SampledFrames, TruncatedVideoWarning, read_sampled
 from .datasets import (
     DATASET_PRESETS,
     CorruptVideoWarning,
@@ -34,7 +37,7 @@ from .decode import (
     read_frames,
     register_backend,
 )
-from .errors import DataError, VideoDecodeError
+from .errors import DataError, TruncatedVideoError, VideoDecodeError
 from .sampling import multi_clip_indices, train_indices, val_indices
 from .transforms import (
     IMAGENET_MEAN,
@@ -64,7 +67,10 @@ __all__ = [
     "PyAVReader",
     "RandomHorizontalFlip",
     "Sample",
+    "SampledFrames",
     "ThreeCrop",
+    "TruncatedVideoError",
+    "TruncatedVideoWarning",
     "VideoDataset",
     "VideoDecodeError",
     "VideoReader",
@@ -79,6 +85,7 @@ __all__ = [
     "parse_views",
     "read_frames",
     "read_list_file",
+    "read_sampled",
     "register_backend",
     "scan_folder",
     "multi_clip_indices",
