@@ -29,7 +29,7 @@ from tdnzoo.data.sampling import multi_clip_indices, val_indices
 from tdnzoo.eval import build_eval_dataset, evaluate
 from tdnzoo.prediction import predict, predict_windows, resolve_view_spec, window_bounds
 
-from .datagen import class_frames, decodable_frames, frame_ids, write_cut_video, write_video
+from .datagen import class_frames, decodable_frames, frame_ids, write_cut_video, write_frame_folder, write_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -139,6 +139,20 @@ def test_training_samples_within_the_real_frames_and_warns_once(cut, media):
             assert len(set(ids)) == 4, ids  # distinct: no frame repeated to fill the declared length
     assert ds.num_skipped == 0  # used, not replaced by another video
     assert len(_truncation_warnings(caught)) == 1
+
+
+def test_frame_folder_with_fewer_frames_than_its_list_declares(tmp_path):
+    folder = write_frame_folder(tmp_path / "frames", class_frames(0, 8), "{:05d}.png")  # the list says 16
+    ds = VideoDataset([VideoRecord(str(folder), 3, num_frames=16)], num_segments=4, mode="val", transform=raw,
+                      frame_template="{:05d}.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            clip, label = ds[0]
+            assert label == 3 and frame_ids(clip) == val_indices(8, 4)
+    assert ds.num_skipped == 0
+    (message,) = _truncation_warnings(caught)
+    assert "declares 16 frames but only 8 decode" in message
 
 
 def test_evaluation_samples_within_the_real_frames(cut, media, model):

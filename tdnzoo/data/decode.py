@@ -234,6 +234,8 @@ class FrameFolderReader(_ReaderBase):
         template: file name template; detected from the folder when ``None``.
         start_index: number of the first frame (1 in the official releases).
         num_frames: frame count when known (from a list file); counted from the folder otherwise.
+            A folder holding fewer frames than the list declares raises :class:`TruncatedVideoError`
+            when a missing frame is asked for (warning once per folder), as a video file cut short.
         image_backend: ``'pil'`` (Pillow) or ``'torchvision'`` (``torchvision.io.decode_image``).
 
     Raises:
@@ -268,7 +270,8 @@ class FrameFolderReader(_ReaderBase):
                 num_frames += 1
         if num_frames <= 0:
             raise VideoDecodeError(f"no frames named like {self.template} in {self.path}", self.path)
-        self._num_frames = int(num_frames)
+        self.declared_frames = int(num_frames)
+        self._num_frames = known_length(self.path) or self.declared_frames
 
     def __len__(self) -> int:
         return self._num_frames
@@ -292,7 +295,19 @@ class FrameFolderReader(_ReaderBase):
             with Image.open(path) as img:
                 return torch.from_numpy(np.asarray(img.convert("RGB")).copy())
         except (OSError, RuntimeError, ValueError, SyntaxError) as exc:
+            if not os.path.exists(path):
+                self._check_present()  # fewer frames than the list declares: TruncatedVideoError
             raise VideoDecodeError(f"cannot read frame {path}: {exc}", self.path) from exc
+
+    def _check_present(self) -> None:
+        """Raise when the folder's frames (from the first, without a gap) are fewer than declared."""
+        names = set(os.listdir(self.path))
+        present = 0
+        while self.template.format(self.start_index + present) in names:
+            present += 1
+        if 0 < present < self.declared_frames:
+            self._num_frames = present
+            raise note_truncated(self.path, self.declared_frames, present, stacklevel=5)
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         indices = self._check_indices(indices)
