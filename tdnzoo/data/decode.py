@@ -366,7 +366,8 @@ def open_video(path: str | os.PathLike, *, backend: str | None = None, **kwargs)
 
 
 def count_frames(path: str | os.PathLike, *, backend: str | None = None, **kwargs) -> int:
-    """Number of frames of a video file or frame folder."""
+    """Number of frames of a video file or frame folder, as its container (or list file) declares them:
+    a file cut short is found out only by decoding it (then this process reports its real count)."""
     with open_video(path, backend=backend, **kwargs) as reader:
         return len(reader)
 
