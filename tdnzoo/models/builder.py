@@ -21,7 +21,7 @@ from ..errors import CheckpointError, CheckpointMismatchError
 from .checkpoint import load_checkpoint, read_state_dict
 from .contract import VideoFeatures
 from .hub_loading import pretrained_weights_file
-from .methods import BLOCK_TABLE
+from .methods import BLOCK_TABLE, parse_method
 from .official import convert_official
 from .video import VideoClassifier, temporalize
 
@@ -196,6 +196,9 @@ def build_model_with_cfg(
     """
     if pretrained_cfg_overlay:
         cfg = {**cfg, **pretrained_cfg_overlay}
+    # A composition's name (``tsn+stdm``) is its preset and keywords; keywords given explicitly win.
+    method, named = parse_method(method)
+    kwargs = {**named, **kwargs}
     layer_config = {k: kwargs.pop(k) for k in _LAYER_CONFIG if k in kwargs}
     options, timm_kwargs = split_backbone_kwargs(kwargs)
     in_chans = int(timm_kwargs.pop("in_chans", 3))
