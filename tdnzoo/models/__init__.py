@@ -2,7 +2,7 @@
 
 - the architecture: :mod:`.methods` (the method table: blocks, presets, compositions), :mod:`.video`
   (the classifier, ``temporalize``), :mod:`.backbone` (where the modules go)
-  and :mod:`.contract` (timm's model contract: features, checkpointing, parameter groups, fx, TorchScript);
+  and :mod:`.contract` (timm's model contract: features, checkpointing, parameter groups, fx; ``torch.export`` ahead of time);
 - names and weights: :mod:`.registry` (names, ``list_models``), :mod:`.pretrained` (one metadata record
   per released weight), :mod:`.checkpoint` and :mod:`.official` (reading, converting, writing weights),
   :mod:`.zoo_table` (the README's table from the records);

@@ -1,4 +1,7 @@
-"""The video classifier and ``temporalize``: TSN, TSM or TDN on any timm 2D CNN.
+"""The video classifier and ``temporalize``: TSN, TSM, TDN or a composition of their blocks on any timm 2D CNN.
+
+``temporalize`` reads the method table (:mod:`.methods`): which blocks, at which position kind, in
+which stages; it has no per-method code.
 
 Model contract (docs/design.md §1): input ``[B, T, 3, H, W]`` with ``T = num_segments *
 frames_per_segment`` (segment-major, ImageNet-normalised); output logits ``[B, num_classes]``,
@@ -49,7 +52,7 @@ class VideoClassifier(VideoModelContract, nn.Module):
 
     Build it with :func:`temporalize` or :func:`tdnzoo.create_model`. timm's model contract
     (``feature_info``, ``forward_intermediates``, ``set_grad_checkpointing``, ``group_matcher``,
-    torch.fx, TorchScript) comes from :class:`~tdnzoo.models.contract.VideoModelContract`.
+    torch.fx) comes from :class:`~tdnzoo.models.contract.VideoModelContract`.
 
     Attributes:
         method: the method's name: a preset (``'tsn'``, ``'tsm'``, ``'tdn'``, a registered one), or
@@ -116,10 +119,10 @@ class VideoClassifier(VideoModelContract, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> per-segment features, as the backbone's ``forward_features`` returns them.
 
-        ``[B*num_segments, C, h, w]`` for CNNs (tokens ``[B*num_segments, L, C]`` for ViTs). For TDN
-        the S-TDM maps are handed to the backbone's :class:`~tdnzoo.models.fusion.DifferenceFusion`
+        ``[B*num_segments, C, h, w]`` for CNNs (tokens ``[B*num_segments, L, C]`` for ViTs). With
+        S-TDM, its maps are handed to the backbone's :class:`~tdnzoo.models.fusion.DifferenceFusion`
         wrappers for this one call and cleared afterwards, whatever happens
-        (:meth:`~tdnzoo.models.contract.VideoModelContract.difference_maps`).
+        (:meth:`~tdnzoo.models.fusion.FusionHandOver.run`).
         """
         return self._run_backbone(self.backbone.forward_features, x)
 
