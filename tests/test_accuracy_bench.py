@@ -177,7 +177,7 @@ def test_compositions_and_seeds_give_means_spreads_and_what_each_block_adds(tmp_
         assert top1["std"] == pytest.approx(abs(runs[0] - runs[1]) / 2 ** 0.5)
     md = (out / "report.md").read_text()
     assert "Mean ± sample standard deviation over 2 seeds" in md and "| tsn+stdm | 2 |" in md
-    assert "tsn+stdm_test_resnet (seed 1)" in md and "- adding S-TDM to TSN (tsn+stdm vs tsn):" in md
+    assert "tsn+stdm_test_resnet (seed 1)" in md and "- adding S-TDM to tsn (tsn+stdm vs tsn):" in md
 
 
 def test_composition_effects_from_numbers():
@@ -188,10 +188,11 @@ def test_composition_effects_from_numbers():
     models = [run("tsn", 0, 10.0, 50.0), run("tsn", 1, 12.0, 52.0), run("tsn+ltdm", 0, 40.0, 70.0),
               run("tsn+ltdm", 1, 44.0, 74.0), run("tdn", 0, 11.0, 51.0), run("tdn", 1, 13.0, 55.0)]
     results = {"models": models, "summary": ab.summarize_runs(models)}
-    effects = {e["method"]: e for e in ab.composition_effects(results)}
-    ltdm = effects["tsn+ltdm"]
+    effects = {(e["method"], e["base"]): e for e in ab.composition_effects(results)}
+    assert set(effects) == {("tsn+ltdm", "tsn"), ("tdn", "tsn")}  # tdn and tsn+ltdm differ by two blocks
+    ltdm = effects["tsn+ltdm", "tsn"]
     assert ltdm["base"] == "tsn" and ltdm["change"] == "adding L-TDM"
     assert ltdm["reversal_top1"]["delta"] == pytest.approx(31.0) and ltdm["reversal_top1"]["beyond_spread"]
     assert ltdm["reversal_direction"]["delta"] == pytest.approx(21.0)
-    tdn = effects["tdn"]  # TDN against TSN: +1 on reversal with spreads of 1.4 each: within the noise
+    tdn = effects["tdn", "tsn"]  # TDN against TSN: +1 on reversal with spreads of 1.4 each: within the noise
     assert tdn["reversal_top1"]["delta"] == pytest.approx(1.0) and tdn["reversal_top1"]["beyond_spread"] is False

@@ -479,24 +479,29 @@ _BLOCK_NAMES = {"short_term": "S-TDM", "long_term": "L-TDM", "shift": "the shift
 
 
 def composition_effects(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """What each composition adds to its preset, from the report's own numbers.
+    """What each block adds, from the report's own numbers.
 
-    For every method ``P+X...`` / ``P-X...`` whose preset ``P`` was run too, and for TDN against TSN: the
-    change of the mean reversal top-1 and direction, and whether it exceeds the two methods' seed spreads
-    (the sum of their sample standard deviations).
+    For every two methods whose blocks differ by exactly one (``tsn+stdm`` and ``tsn``: S-TDM; ``tdn`` and
+    ``tdn-ltdm``: L-TDM), and for TDN against TSN: the change of the mean reversal top-1 and direction, and
+    whether it exceeds the two methods' seed spreads (the sum of their sample standard deviations).
     """
-    from ..models.methods import METHOD_TABLE, parse_method
+    from ..models.methods import BLOCK_TABLE, METHOD_TABLE, parse_method, resolve_blocks
 
     summary = results.get("summary") or summarize_runs(results["models"])
-    pairs = []
+    blocks = {}
     for method in summary:
         preset, switches = parse_method(method)
-        if switches and preset in summary:
-            change = " and ".join(("adding " if on else "removing ") + _BLOCK_NAMES.get(k, k) for k, on in switches.items())
-            pairs.append((method, preset, change))
+        chosen = resolve_blocks(preset, {k: v for k, v in switches.items() if k in BLOCK_TABLE})
+        blocks[method] = frozenset(k for k, on in chosen.items() if on)
+    pairs = []
+    for keyword in BLOCK_TABLE:
+        for method in summary:
+            for base in summary:
+                if blocks[method] - blocks[base] == {keyword} and blocks[base] < blocks[method]:
+                    pairs.append((method, base, f"adding {_BLOCK_NAMES.get(keyword, keyword)}"))
     if "tdn" in summary and "tsn" in summary:
-        blocks = METHOD_TABLE["tdn"].keywords()
-        pairs.append(("tdn", "tsn", "adding " + " and ".join(_BLOCK_NAMES.get(str(k), str(k)) for k in blocks) + " (TDN)"))
+        added = " and ".join(_BLOCK_NAMES.get(str(k), str(k)) for k in METHOD_TABLE["tdn"].keywords())
+        pairs.append(("tdn", "tsn", f"adding {added} (TDN)"))
     effects = []
     for method, base, change in pairs:
         row = {"method": method, "base": base, "change": change}
@@ -525,7 +530,7 @@ def _effects_text(results: dict[str, Any]) -> list[str]:
                 " (beyond the seed spread)" if d["beyond_spread"] else " (within the seed spread)")
             parts.append(f"{d['delta']:+.1f} points on {label}{verdict}")
         if parts:
-            lines.append(f"- {e['change']} to {e['base'].upper()} ({e['method']} vs {e['base']}): " + ", ".join(parts))
+            lines.append(f"- {e['change']} to {e['base']} ({e['method']} vs {e['base']}): " + ", ".join(parts))
     return lines
 
 
