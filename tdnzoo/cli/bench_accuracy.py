@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..bench.accuracy import DEFAULTS, PRESETS, REPORT
+from ..models.methods import COMPOSITION_KEYWORDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         + f", {PRESETS['ablation']['seeds']} seeds); --methods and --seeds override it")
     parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                         help="methods, space- or comma-separated: tsn, tsm, tdn, or a composition PRESET+BLOCK[+BLOCK] / "
-                        "PRESET-BLOCK with BLOCK one of stdm, ltdm, shift, tconv (e.g. tsn,tsn+stdm,tsn+ltdm,tdn,tsm; "
-                        "default: the preset's)")
+                        f"PRESET-BLOCK with BLOCK one of {', '.join(COMPOSITION_KEYWORDS)} (e.g. "
+                        "tsn,tsn+stdm,tsn+ltdm,tdn,tsm; default: the preset's)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="runs per method (seeds SEED, SEED+1, ...), reported as mean and spread (default: the "
                         "preset's, 1 for 'default')")
