@@ -10,6 +10,8 @@ from .hub import push_to_hub, save_pretrained
 from .labels import load_label_names
 from .models import (
     METHODS,
+    MethodPreset,
+    TemporalBlock,
     VideoClassifier,
     create_model,
     fuse_for_inference,
@@ -17,6 +19,7 @@ from .models import (
     list_models,
     list_pretrained,
     load_checkpoint,
+    register_method,
     save_weights,
     temporalize,
 )
@@ -26,7 +29,9 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "METHODS",
+    "MethodPreset",
     "TdnzooError",
+    "TemporalBlock",
     "UnknownModelError",
     "UnsupportedBackboneError",
     "VideoClassifier",
@@ -41,6 +46,7 @@ __all__ = [
     "load_label_names",
     "predict",
     "push_to_hub",
+    "register_method",
     "save_pretrained",
     "save_weights",
     "temporalize",

@@ -139,8 +139,12 @@ def test_group_metrics_by_hand():
 
 
 def test_bad_input_gets_a_clear_error(tmp_path, capsys):
-    with pytest.raises(ValueError, match="methods must be a non-empty subset"):
+    with pytest.raises(ValueError, match="methods must be a non-empty list"):
         ab.run_accuracy_benchmark(tmp_path / "x", methods=("tsn", "i3d"))
+    with pytest.raises(ValueError, match=r"PRESET\+BLOCK"):
+        ab.run_accuracy_benchmark(tmp_path / "x", methods=("tsn+flow",))
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1"):
+        ab.run_accuracy_benchmark(tmp_path / "x", seeds=0)
     with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
         ab.run_accuracy_benchmark(tmp_path / "x", epochs=0)
     with pytest.raises(ValueError, match="no tdnzoo eval report"):
@@ -152,3 +156,43 @@ def test_bad_input_gets_a_clear_error(tmp_path, capsys):
     assert cli_main(["bench", "accuracy", "--output", str(tmp_path / "z"), "--classes", "jumping"]) == 2
     assert "unknown synthetic class 'jumping'" in capsys.readouterr().err
     assert not (tmp_path / "x" / "data").exists()  # nothing generated before the arguments were checked
+
+
+def test_compositions_and_seeds_give_means_spreads_and_what_each_block_adds(tmp_path):
+    out = tmp_path / "ablation"
+    with torch_threads(1):
+        assert cli_main(["bench", "accuracy", "--output", str(out), *TINY, "--methods", "tsn,tsn+stdm", "--seeds", "2"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["seeds"] == 2 and res["settings"]["methods"] == ["tsn", "tsn+stdm"]
+    # Seed-major: every seed runs all methods, each run in its own folder, on the one dataset.
+    assert [(m["method"], m["seed"]) for m in res["models"]] == [("tsn", 0), ("tsn+stdm", 0), ("tsn", 1), ("tsn+stdm", 1)]
+    assert {m["model"] for m in res["models"]} == {"tsn_test_resnet", "tsn+stdm_test_resnet"}
+    for m in res["models"]:
+        assert Path(m["checkpoint"]).parent == out / "runs" / m["method"] / f"seed{m['seed']}"
+    assert {m["num_frames"] for m in res["models"] if m["method"] == "tsn+stdm"} == {10}  # S-TDM: 5 frames a segment
+    for method in ("tsn", "tsn+stdm"):
+        runs = [m["top1"] for m in res["models"] if m["method"] == method]
+        top1 = res["summary"][method]["top1"]
+        assert res["summary"][method]["runs"] == 2 and top1["mean"] == pytest.approx(sum(runs) / 2)
+        assert top1["std"] == pytest.approx(abs(runs[0] - runs[1]) / 2 ** 0.5)
+    md = (out / "report.md").read_text()
+    assert "Mean ± sample standard deviation over 2 seeds" in md and "| tsn+stdm | 2 |" in md
+    assert "tsn+stdm_test_resnet (seed 1)" in md and "- adding S-TDM to tsn (tsn+stdm vs tsn):" in md
+
+
+def test_composition_effects_from_numbers():
+    def run(method, seed, rev, direction):
+        return {"method": method, "seed": seed, "top1": rev, "top5": 100.0, "reversal_top1": rev,
+                "reversal_direction": direction, "appearance_top1": 50.0, "train_time_s": 1.0}
+
+    models = [run("tsn", 0, 10.0, 50.0), run("tsn", 1, 12.0, 52.0), run("tsn+ltdm", 0, 40.0, 70.0),
+              run("tsn+ltdm", 1, 44.0, 74.0), run("tdn", 0, 11.0, 51.0), run("tdn", 1, 13.0, 55.0)]
+    results = {"models": models, "summary": ab.summarize_runs(models)}
+    effects = {(e["method"], e["base"]): e for e in ab.composition_effects(results)}
+    assert set(effects) == {("tsn+ltdm", "tsn"), ("tdn", "tsn")}  # tdn and tsn+ltdm differ by two blocks
+    ltdm = effects["tsn+ltdm", "tsn"]
+    assert ltdm["base"] == "tsn" and ltdm["change"] == "adding L-TDM"
+    assert ltdm["reversal_top1"]["delta"] == pytest.approx(31.0) and ltdm["reversal_top1"]["beyond_spread"]
+    assert ltdm["reversal_direction"]["delta"] == pytest.approx(21.0)
+    tdn = effects["tdn", "tsn"]  # TDN against TSN: +1 on reversal with spreads of 1.4 each: within the noise
+    assert tdn["reversal_top1"]["delta"] == pytest.approx(1.0) and tdn["reversal_top1"]["beyond_spread"] is False

@@ -3,7 +3,8 @@
 Every item is an assertion over ``tdnzoo.METHODS`` x a few backbone families: cfg fields, num_features /
 head_hidden_size, unpooled outputs and builder keywords, features_only / feature_info,
 forward_intermediates and pruning, gradient checkpointing (outputs, gradients, recomputation),
-group_matcher and layer decay, torch.fx and TorchScript. Feature maps are per segment: ``[B*T, C, h, w]``.
+group_matcher and layer decay, torch.fx, torch.export (the ahead-of-time path; torch.jit.script refuses, naming
+it). Feature maps are per segment: ``[B*T, C, h, w]``.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 import timm
 import timm.optim
 import torch
-from timm.layers import get_notrace_functions, get_notrace_modules, set_scriptable
+from timm.layers import get_notrace_functions, get_notrace_modules
 from timm.models import group_parameters
 
 import tdnzoo
@@ -314,20 +315,30 @@ def test_fx(models, method, backbone):
     assert all(p.grad is not None for p in extractor.parameters())
 
 
-@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.script` is deprecated:FutureWarning")
-@pytest.mark.parametrize("method,backbone", CASES, ids=IDS)
-def test_torchscript(method, backbone):
-    with set_scriptable(True):
-        model = activate(_model(method, backbone)).eval()
-    wrappers = [type(m) for m in model.modules()]
-    scripted = torch.jit.script(model)
-    x = _clip(model)
+EXPORT_CASES = [(m, "resnet18", {}) for m in ("tsn", "tsm", "tdn")] + [
+    ("tdn", "convnext_atto", {}),  # channels-last maps and a stem of its own
+    ("tsm", "resnet18", {"short_term": True, "long_term": True}),  # a composition: every block kind
+]
+
+
+@pytest.mark.parametrize("method,backbone,blocks", EXPORT_CASES, ids=[f"{m}_{b}{'+' if k else ''}" for m, b, k in EXPORT_CASES])
+def test_torch_export_matches_eager(method, backbone, blocks):
+    model = activate(_model(method, backbone, **blocks)).eval()
+    x = _clip(model, batch=2)
+    program = torch.export.export(model, (x,))
     with torch.no_grad():
-        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=1e-6)
-    assert scripted.state_dict().keys() == model.state_dict().keys()
-    assert [type(m) for m in model.modules()] == wrappers  # the model itself is left as it was
-    with pytest.raises(Exception, match=r"expected 3 \(RGB\) channels"):
-        scripted(torch.zeros(1, model.num_frames, 1, SIZE, SIZE))
+        torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=1e-6)
+        # The program keeps the model's weights under their names, and the hand-over left no map behind.
+        assert program.state_dict.keys() <= model.state_dict().keys()
+        assert all(model.backbone.get_submodule(p).difference is None for p in model.fusion_points)
+
+
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize("method", ["tsn", "tdn"])
+def test_torchscript_refuses_naming_torch_export_and_onnx(method):
+    model = _model(method, "resnet18")
+    with pytest.raises(RuntimeError, match=r"torch\.jit\.script does not support .*torch\.export\.export.*ONNX"):
+        torch.jit.script(model)
 
 
 # -- names ------------------------------------------------------------------------------------

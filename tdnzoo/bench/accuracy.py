@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models.video import METHODS
+from ..models.methods import METHODS, is_method
 from ..version import __version__
 
 # Training, evaluation and the video generator are imported where used: the CLI reads DEFAULTS at start-up.
@@ -39,6 +39,8 @@ from ..version import __version__
 __all__ = [
     "DEFAULTS",
     "METHODS",
+    "PRESETS",
+    "summarize_runs",
     "class_group_metrics",
     "format_summary",
     "load_eval_reports",
@@ -76,9 +78,20 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.2,
     "seed": 0,
     "difficulty": "normal",
-    "methods": METHODS,
+    "methods": ("tsn", "tsm", "tdn"),
+    "seeds": 1,
     "workers": 1,
 }
+# Report presets: the methods and seeds a report compares (the other settings are DEFAULTS). ``ablation`` is the
+# TDN paper's ablation twice: S-TDM alone and L-TDM alone on plain TSN, both (TDN), against TSM; and, as in the paper,
+# on a baseline that keeps TDN's temporal conv (tsn+tconv, then tdn-ltdm = +S-TDM, tdn-stdm = +L-TDM); three seeds.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"methods": DEFAULTS["methods"], "seeds": 1},
+    "ablation": {"methods": ("tsn", "tsn+stdm", "tsn+ltdm", "tdn", "tsm", "tsn+tconv", "tdn-stdm", "tdn-ltdm"),
+                 "seeds": 3},
+}
+# The columns that get a mean and a spread over seeds.
+SUMMARY_METRICS = ("top1", "top5", "reversal_top1", "reversal_direction", "appearance_top1", "train_time_s")
 RESULTS, REPORT, CURVES = "results.json", "report.md", "learning_curves.png"
 
 
@@ -190,14 +203,16 @@ def _flip_label_map(class_names: Sequence[str]) -> dict[int, int]:
     return {index[a]: index[b] for a, b in HFLIP_OF.items() if a != b and a in index and b in index}
 
 
-def _check_args(methods: Sequence[str], epochs: int, num_segments: int, size: int, videos_per_class: int) -> None:
-    unknown = [m for m in methods if m not in METHODS]
+def _check_args(methods: Sequence[str], epochs: int, num_segments: int, size: int, videos_per_class: int,
+                seeds: int = 1) -> None:
+    unknown = [m for m in methods if not is_method(m)]
     if unknown or not methods:
-        raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}; got {list(methods)}")
+        raise ValueError(f"methods must be a non-empty list of {', '.join(METHODS)} or compositions PRESET+BLOCK / "
+                         f"PRESET-BLOCK (e.g. tsn+stdm, tdn-ltdm); got {list(methods)}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"methods repeat a name: {list(methods)}")
     for name, value, low in (("epochs", epochs, 1), ("num_segments", num_segments, 1), ("size", size, 16),
-                             ("videos_per_class", videos_per_class, 2)):
+                             ("videos_per_class", videos_per_class, 2), ("seeds", seeds, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
 
@@ -219,7 +234,8 @@ def run_accuracy_benchmark(
     dropout: float = DEFAULTS["dropout"],
     seed: int = DEFAULTS["seed"],
     difficulty: str = DEFAULTS["difficulty"],
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULTS["methods"],
+    seeds: int = DEFAULTS["seeds"],
     workers: int = DEFAULTS["workers"],
     data_dir: str | os.PathLike | None = None,
     merge_eval: Sequence[str | os.PathLike] = (),
@@ -235,7 +251,7 @@ def run_accuracy_benchmark(
 
     Args:
         output: the report folder (the dataset goes to ``output/data`` unless ``data_dir`` is given, the runs to
-            ``output/runs/<method>``).
+            ``output/runs/<method>``, or ``output/runs/<method>/seed<k>`` with several seeds).
         classes: synthetic class names (default :data:`DEFAULT_CLASSES`: five reversal pairs, two appearance
             classes).
         videos_per_class: videos per class (3/4 train, 1/4 validation).
@@ -243,9 +259,12 @@ def run_accuracy_benchmark(
         num_segments: segments per clip. size: training and evaluation crop side.
         backbone: a timm backbone name; models are ``<method>_<backbone>``.
         epochs, batch_size, lr, weight_decay, dropout: the training budget, the same for every method.
-        seed: dataset, initialisation, sampling and augmentation seed.
+        seed: dataset seed, and the initialisation, sampling and augmentation seed of the first run.
         difficulty: synthetic difficulty (``easy``, ``normal``, ``hard``).
-        methods: a subset of ``("tsn", "tsm", "tdn")``.
+        methods: methods (``tsn``, ``tsm``, ``tdn``, registered ones) or compositions of them (``tsn+stdm``,
+            ``tdn-ltdm``: :mod:`tdnzoo.models.methods`).
+        seeds: runs per method, seeded ``seed``, ``seed + 1``, ... on the same dataset; the report gives each
+            column's mean and spread (sample standard deviation, min and max) over them.
         workers: DataLoader workers (and video-generation processes).
         merge_eval: ``tdnzoo eval`` report folders or ``report.json`` files to add to the report.
         device: ``cpu`` (default, for comparable timings) or a CUDA device.
@@ -262,7 +281,7 @@ def run_accuracy_benchmark(
     from ..train import TrainConfig, train
 
     methods = tuple(methods)
-    _check_args(methods, epochs, num_segments, size, videos_per_class)
+    _check_args(methods, epochs, num_segments, size, videos_per_class, seeds)
     video_size = size if video_size is None else video_size
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -284,16 +303,16 @@ def run_accuracy_benchmark(
     flip_map = _flip_label_map(class_names)
 
     models = []
-    for method in methods:
+    for method, run_seed in ((m, seed + k) for k in range(seeds) for m in methods):  # seed-major: every seed whole
         name = f"{method}_{backbone}"
-        run_dir = output / "runs" / method
+        run_dir = output / "runs" / method if seeds == 1 else output / "runs" / method / f"seed{run_seed}"
         cfg = TrainConfig(
             model=name, data_root=str(data_root), output=str(run_dir), num_segments=num_segments, input_size=size,
             workers=workers, flip=True, flip_label_map=flip_map, mirrored_classes=True, dropout=dropout,
             optimizer="adamw", lr=lr, weight_decay=weight_decay, schedule="cosine", batch_size=batch_size,
-            epochs=epochs, seed=seed, resume=(run_dir / "last.pt").is_file(), progress=progress, device=device,
+            epochs=epochs, seed=run_seed, resume=(run_dir / "last.pt").is_file(), progress=progress, device=device,
         )
-        _log.warning("training %s for %d epochs", name, epochs)
+        _log.warning("training %s for %d epochs (seed %d)", name, epochs, run_seed)
         t0 = time.perf_counter()
         result = train(cfg)
         wall = time.perf_counter() - t0
@@ -308,6 +327,7 @@ def run_accuracy_benchmark(
         entry = {
             "method": method,
             "model": name,
+            "seed": run_seed,
             "top1": ev.top1,
             "top5": ev.top5,
             **groups,
@@ -344,7 +364,7 @@ def run_accuracy_benchmark(
             "backbone": backbone, "epochs": epochs, "batch_size": batch_size, "optimizer": "adamw",
             "schedule": "cosine", "lr": lr, "weight_decay": weight_decay, "dropout": dropout, "seed": seed,
             "flip_label_map": {class_names[a]: class_names[b] for a, b in flip_map.items()},
-            "methods": list(methods), "device": device, "workers": workers, "eval_views": "1x1",
+            "methods": list(methods), "seeds": seeds, "device": device, "workers": workers, "eval_views": "1x1",
             "train_videos": sum(manifest["counts"]["train"].values()),
             "val_videos": sum(manifest["counts"]["val"].values()),
             "reversal_pairs": manifest["reversal_pairs"], "appearance_classes": manifest["appearance_classes"],
@@ -355,10 +375,33 @@ def run_accuracy_benchmark(
         "total_s": time.perf_counter() - started,
         "total_cpu_s": None if cpu_started is None else _cpu_seconds() - cpu_started,
         "models": models,
+        "summary": summarize_runs(models),
         "real_datasets": eval_reports,
     }
     write_accuracy_report(results, output)
     return results
+
+
+def summarize_runs(models: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method, over its runs (seeds): ``{"runs": n, metric: {"mean", "std", "min", "max"}}``.
+
+    ``std`` is the sample standard deviation (``None`` for one run); a metric missing in some run is left out.
+    """
+    import statistics
+
+    out: dict[str, dict[str, Any]] = {}
+    for method in dict.fromkeys(m["method"] for m in models):
+        runs = [m for m in models if m["method"] == method]
+        entry: dict[str, Any] = {"runs": len(runs), "seeds": [r.get("seed") for r in runs]}
+        for metric in SUMMARY_METRICS:
+            values = [float(r[metric]) for r in runs if r.get(metric) is not None]
+            if len(values) != len(runs) or not values:
+                continue
+            entry[metric] = {"mean": statistics.fmean(values),
+                             "std": statistics.stdev(values) if len(values) > 1 else None,
+                             "min": min(values), "max": max(values)}
+        out[method] = entry
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -415,9 +458,85 @@ def _f(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _means(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per method, each metric's mean over its runs (the run itself with one seed)."""
+    summary = results.get("summary") or summarize_runs(results["models"])
+    return {method: {k: (v["mean"] if isinstance(v, dict) else v) for k, v in entry.items()}
+            for method, entry in summary.items()}
+
+
+def _pm(entry: dict[str, Any], metric: str, digits: int = 1) -> str:
+    """``mean ± std`` of a summary entry's metric (``mean`` alone with one run)."""
+    value = entry.get(metric)
+    if value is None:
+        return "–"
+    if value.get("std") is None:
+        return _f(value["mean"], digits)
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+
+_BLOCK_NAMES = {"short_term": "S-TDM", "long_term": "L-TDM", "shift": "the shift", "temporal_conv": "the temporal conv"}
+
+
+def composition_effects(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each block adds, from the report's own numbers.
+
+    For every two methods whose blocks differ by exactly one (``tsn+stdm`` and ``tsn``: S-TDM; ``tdn`` and
+    ``tdn-ltdm``: L-TDM), and for TDN against TSN: the change of the mean reversal top-1 and direction, and
+    whether it exceeds the two methods' seed spreads (the sum of their sample standard deviations).
+    """
+    from ..models.methods import BLOCK_TABLE, METHOD_TABLE, parse_method, resolve_blocks
+
+    summary = results.get("summary") or summarize_runs(results["models"])
+    blocks = {}
+    for method in summary:
+        preset, switches = parse_method(method)
+        chosen = resolve_blocks(preset, {k: v for k, v in switches.items() if k in BLOCK_TABLE})
+        blocks[method] = frozenset(k for k, on in chosen.items() if on)
+    pairs = []
+    for keyword in BLOCK_TABLE:
+        for method in summary:
+            for base in summary:
+                if blocks[method] - blocks[base] == {keyword} and blocks[base] < blocks[method]:
+                    pairs.append((method, base, f"adding {_BLOCK_NAMES.get(keyword, keyword)}"))
+    if "tdn" in summary and "tsn" in summary:
+        added = " and ".join(_BLOCK_NAMES.get(str(k), str(k)) for k in METHOD_TABLE["tdn"].keywords())
+        pairs.append(("tdn", "tsn", f"adding {added} (TDN)"))
+    effects = []
+    for method, base, change in pairs:
+        row = {"method": method, "base": base, "change": change}
+        for metric in ("reversal_top1", "reversal_direction"):
+            a, b = summary[method].get(metric), summary[base].get(metric)
+            if a is None or b is None:
+                continue
+            spread = (a["std"] or 0.0) + (b["std"] or 0.0) if a.get("std") is not None and b.get("std") is not None \
+                else None
+            delta = a["mean"] - b["mean"]
+            row[metric] = {"delta": delta, "spread": spread,
+                           "beyond_spread": None if spread is None else abs(delta) > spread}
+        effects.append(row)
+    return effects
+
+
+def _effects_text(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for e in composition_effects(results):
+        parts = []
+        for metric, label in (("reversal_top1", "reversal-pair top-1"), ("reversal_direction", "direction")):
+            d = e.get(metric)
+            if d is None:
+                continue
+            verdict = "" if d["beyond_spread"] is None else (
+                " (beyond the seed spread)" if d["beyond_spread"] else " (within the seed spread)")
+            parts.append(f"{d['delta']:+.1f} points on {label}{verdict}")
+        if parts:
+            lines.append(f"- {e['change']} to {e['base']} ({e['method']} vs {e['base']}): " + ", ".join(parts))
+    return lines
+
+
 def _reading(results: dict[str, Any]) -> str:
     """A plain reading of the numbers: which methods tell reversed pairs apart, and whether TDN beats TSM."""
-    by = {m["method"]: m for m in results["models"]}
+    by = _means(results)
     s = results["settings"]
     parts = []
     budget = (f"{s['epochs']} epochs on {s['train_videos']} training videos, {s['backbone']} from scratch at "
@@ -456,8 +575,10 @@ def _reading(results: dict[str, Any]) -> str:
         parts.append(f"on the appearance controls, which any single frame names, the methods score {', '.join(app)}")
     n_val = s["val_videos"]
     text = f"With {budget}: " + "; ".join(parts) + "."
+    seeds = int(s.get("seeds", 1))
     text += (f" The validation set has only {n_val} videos (one video is {100.0 / max(n_val, 1):.1f} points), so "
-             "differences of a few points are noise; one seed was run.")
+             "differences of a few points are noise; " + ("one seed was run." if seeds == 1 else
+                                                          f"{seeds} seeds were run per method (means above)."))
     return text
 
 
@@ -468,29 +589,39 @@ def _plot_curves(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    several = int(results["settings"].get("seeds", 1)) > 1
     for m in results["models"]:
         hist = m["history"]
         epochs = [h["epoch"] for h in hist]
-        (line,) = ax_loss.plot(epochs, [h["train_loss"] for h in hist], marker="o", label=f"{m['method']} train")
+        label = f"{m['method']} s{m.get('seed')}" if several else m["method"]
+        (line,) = ax_loss.plot(epochs, [h["train_loss"] for h in hist], marker="o", label=f"{label} train")
         if any(h.get("val_loss") is not None for h in hist):
             ax_loss.plot(epochs, [h.get("val_loss") for h in hist], ls="--", marker="x", color=line.get_color(),
-                         label=f"{m['method']} val")
+                         label=f"{label} val")
         ax_acc.plot(epochs, [h["train_acc1"] for h in hist], marker="o", color=line.get_color(),
-                    label=f"{m['method']} train")
+                    label=f"{label} train")
         if any(h.get("val_acc1") is not None for h in hist):
             ax_acc.plot(epochs, [h.get("val_acc1") for h in hist], ls="--", marker="x", color=line.get_color(),
-                        label=f"{m['method']} val")
+                        label=f"{label} val")
     ax_acc.axhline(results["chance"]["top1"], color="grey", lw=0.8, ls=":", label="chance")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy", ylim=(0, 100))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=5 if several else 7)
     s = results["settings"]
     fig.suptitle(f"{s['backbone']}, {s['num_segments']} segments, {s['size']}px, seed {s['seed']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _first_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first run of each method (its confusion matrix is plotted)."""
+    first: dict[str, dict[str, Any]] = {}
+    for m in results["models"]:
+        first.setdefault(m["method"], m)
+    return list(first.values())
 
 
 def write_accuracy_report(results: dict[str, Any], output: str | os.PathLike) -> dict[str, Path]:
@@ -515,12 +646,34 @@ def write_accuracy_report(results: dict[str, Any], output: str | os.PathLike) ->
         if results["models"]:
             paths["curves"] = output / CURVES
             _plot_curves(results, paths["curves"])
-        for m in results["models"]:
+        for m in _first_runs(results):
             key = f"confusion_{m['method']}"
             paths[key] = output / f"{key}.png"
-            plot_confusion(torch.tensor(m["confusion"]), s["classes"], paths[key], f"{m['model']} (synthetic val)")
+            seed = f", seed {m.get('seed')}" if int(s.get("seeds", 1)) > 1 else ""
+            plot_confusion(torch.tensor(m["confusion"]), s["classes"], paths[key], f"{m['model']} (synthetic val{seed})")
 
+    several = int(s.get("seeds", 1)) > 1
     lines = ["# Accuracy benchmark: TSN vs TSM vs TDN on synthetic temporal-reasoning videos", ""]
+    if results["models"] and several:
+        summary = results.get("summary") or summarize_runs(results["models"])
+        lines += [
+            f"Mean ± sample standard deviation over {s['seeds']} seeds per method (the same dataset; seeds "
+            f"{s['seed']} to {s['seed'] + s['seeds'] - 1} for initialisation, sampling and augmentation).",
+            "",
+            "| method | runs | top-1 | top-5 | reversal pairs top-1 | direction (chance 50) | appearance top-1 "
+            "| train time (min) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for method, e in summary.items():
+            minutes = {k: None if v is None else v / 60 for k, v in (e.get("train_time_s") or {}).items()}
+            lines.append(f"| {method} | {e['runs']} | {_pm(e, 'top1')} | {_pm(e, 'top5')} | {_pm(e, 'reversal_top1')} | "
+                         f"{_pm(e, 'reversal_direction')} | {_pm(e, 'appearance_top1')} | "
+                         f"{_pm({'time': minutes} if minutes else {}, 'time')} |")
+        effects = _effects_text(results)
+        if effects:
+            lines += ["", "What each block adds (difference of means; *beyond the seed spread* when larger than the "
+                      "sum of the two standard deviations):", "", *effects]
+        lines += ["", "Every run:", ""]
     if results["models"]:
         lines += [
             f"Validation set: {s['val_videos']} videos of {len(s['classes'])} classes; top-1 chance "
@@ -533,14 +686,15 @@ def write_accuracy_report(results: dict[str, Any], output: str | os.PathLike) ->
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for m in results["models"]:
+            run = f"{m['model']} (seed {m.get('seed')})" if several else m["model"]
             lines.append(
-                f"| {m['model']} | {_f(m['top1'])} | {_f(m['top5'])} | {_f(m['reversal_top1'])} | "
+                f"| {run} | {_f(m['top1'])} | {_f(m['top5'])} | {_f(m['reversal_top1'])} | "
                 f"{_f(m['reversal_direction'])} | {_f(m['appearance_top1'])} | {m['params_m']:.2f} | "
                 f"{_f(m['gflops_per_view'], 2)} | {m['train_time_s'] / 60:.1f} min |"
             )
         lines += ["", _reading(results), ""]
         lines += ["![learning curves](learning_curves.png)", ""]
-        lines += [f"![confusion {m['method']}](confusion_{m['method']}.png)" for m in results["models"]] + [""]
+        lines += [f"![confusion {m['method']}](confusion_{m['method']}.png)" for m in _first_runs(results)] + [""]
         env = results.get("machine", {})
         ver = results.get("versions", {})
         settings = {
@@ -552,7 +706,7 @@ def write_accuracy_report(results: dict[str, Any], output: str | os.PathLike) ->
             "training": f"{s['backbone']} from scratch, {s['epochs']} epochs, batch {s['batch_size']}, AdamW lr "
                         f"{s['lr']:g} cosine, weight decay {s['weight_decay']:g}, dropout {s['dropout']:g}, "
                         "flip with left/right and clockwise labels swapped",
-            "seed": s["seed"],
+            "seed": s["seed"] if not several else f"{s['seed']} to {s['seed'] + s['seeds'] - 1} (dataset: {s['seed']})",
             "machine": f"{env.get('cpu', '?')}, {env.get('cpu_count', '?')} CPUs, {env.get('torch_threads', '?')} "
                        f"torch threads, {s.get('device', 'cpu')}",
             "software": ", ".join(f"{k} {v}" for k, v in ver.items()),

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench.accuracy import DEFAULTS, METHODS, REPORT
+from ..bench.accuracy import DEFAULTS, PRESETS, REPORT
+from ..models.methods import COMPOSITION_KEYWORDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d["seed"], help=f"default {d['seed']}")
     parser.add_argument("--difficulty", default=d["difficulty"], choices=("easy", "normal", "hard"),
                         help=f"synthetic clutter and noise (default {d['difficulty']})")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="default: all three")
+    parser.add_argument("--preset", default="default", choices=tuple(PRESETS),
+                        help="what the report compares: 'default' (tsn, tsm, tdn, one seed) or 'ablation' (the TDN "
+                        "paper's ablation: " + ",".join(PRESETS["ablation"]["methods"])
+                        + f", {PRESETS['ablation']['seeds']} seeds); --methods and --seeds override it")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help="methods, space- or comma-separated: tsn, tsm, tdn, or a composition PRESET+BLOCK[+BLOCK] / "
+                        f"PRESET-BLOCK with BLOCK one of {', '.join(COMPOSITION_KEYWORDS)} (e.g. "
+                        "tsn,tsn+stdm,tsn+ltdm,tdn,tsm; default: the preset's)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="runs per method (seeds SEED, SEED+1, ...), reported as mean and spread (default: the "
+                        "preset's, 1 for 'default')")
     parser.add_argument("--workers", type=int, default=d["workers"],
                         help=f"data-loading and generation processes (default {d['workers']})")
     parser.add_argument("--data-dir", default=None, help="where the dataset goes (default OUTPUT/data)")
@@ -55,11 +66,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"report: {Path(args.output) / REPORT}")
         return 0
     classes = [c for item in args.classes for c in item.split(",") if c] if args.classes else None
+    preset = PRESETS[args.preset]
+    methods = [m for item in args.methods for m in item.split(",") if m] if args.methods else list(preset["methods"])
+    seeds = args.seeds if args.seeds is not None else preset["seeds"]
     results = run_accuracy_benchmark(
         args.output, classes=classes, videos_per_class=args.videos_per_class, frames=args.frames,
         video_size=args.video_size, num_segments=args.num_segments, size=args.size, backbone=args.backbone,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, difficulty=args.difficulty,
-        methods=args.methods, workers=args.workers, data_dir=args.data_dir, merge_eval=args.merge_eval,
+        methods=methods, seeds=seeds, workers=args.workers, data_dir=args.data_dir, merge_eval=args.merge_eval,
         device=args.device, threads=args.threads, progress=args.progress,
     )
     print(format_summary(results))

@@ -98,7 +98,9 @@ def card_sections(cfg: dict[str, Any], *, repo_id: str | None = None) -> dict[st
     classes = cfg.get("num_classes")
     dataset = cfg.get("dataset_name")
 
-    summary = f"**{name}** is {_METHODS.get(method, 'a tdnzoo video model')}, on a timm `{cfg.get('backbone')}` backbone"
+    blocks = ", ".join(cfg.get("temporal_blocks") or ()) or "none"
+    described = _METHODS.get(method) or f"a tdnzoo composition of temporal blocks (`{method}`: {blocks})"
+    summary = f"**{name}** is {described}, on a timm `{cfg.get('backbone')}` backbone"
     summary += f", trained on {dataset} ({classes} classes)." if dataset else f" ({classes} classes)."
     if cfg.get("finetuned_from"):
         summary += f" Its backbone comes from `{cfg['finetuned_from']}`; the classifier was re-initialised."
@@ -127,8 +129,8 @@ labels = model.pretrained_cfg.get("label_names")
         f"`{tuple(cfg.get('mean') or ())}` and std `{tuple(cfg.get('std') or ())}`. Frames: short side resized to "
         f"{cfg.get('test_resize', 256)} ({cfg.get('interpolation', 'bilinear')}), then cropped to {size}x{size}."
     )
-    if method == "tdn":
-        input_format += " Each segment brings 5 consecutive frames; the RGB stream sees the centre one."
+    if (fps or 1) > 1:  # S-TDM (TDN's, or a composition's)
+        input_format += f" Each segment brings {fps} consecutive frames; the RGB stream sees the centre one."
     if cfg.get("note"):
         input_format += f" Note: {cfg['note']}."
     input_format += (" The output is `[B, num_classes]` logits, the mean over segments of per-segment logits."

@@ -1,7 +1,8 @@
 """Video models, their names and their weights.
 
-- the architecture: :mod:`.video` (the classifier, ``temporalize``), :mod:`.backbone` (where the modules go)
-  and :mod:`.contract` (timm's model contract: features, checkpointing, parameter groups, fx, TorchScript);
+- the architecture: :mod:`.methods` (the method table: blocks, presets, compositions), :mod:`.video`
+  (the classifier, ``temporalize``), :mod:`.backbone` (where the modules go)
+  and :mod:`.contract` (timm's model contract: features, checkpointing, parameter groups, fx; ``torch.export`` ahead of time);
 - names and weights: :mod:`.registry` (names, ``list_models``), :mod:`.pretrained` (one metadata record
   per released weight), :mod:`.checkpoint` and :mod:`.official` (reading, converting, writing weights),
   :mod:`.zoo_table` (the README's table from the records);
@@ -13,6 +14,7 @@ from .contract import VideoFeatures
 from .factory import create_model
 from .inference import fold_batch_norms, fuse_for_inference
 from .insertion import TemporalInsert
+from .methods import METHOD_TABLE, MethodPreset, TemporalBlock, register_method
 from .pretrained import PRETRAINED_CFGS, get_pretrained_cfg, register_pretrained_cfg
 from .registry import COMMON_BACKBONES, list_models, list_pretrained, parse_model_name
 from .video import METHODS, VideoClassifier, official_fusion_weights, temporalize
@@ -22,7 +24,10 @@ __all__ = [
     "fuse_for_inference",
     "COMMON_BACKBONES",
     "METHODS",
+    "METHOD_TABLE",
+    "MethodPreset",
     "PRETRAINED_CFGS",
+    "TemporalBlock",
     "TemporalInsert",
     "VideoClassifier",
     "VideoFeatures",
@@ -34,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "official_fusion_weights",
     "parse_model_name",
+    "register_method",
     "register_pretrained_cfg",
     "save_weights",
     "temporalize",

@@ -21,6 +21,7 @@ from ..errors import CheckpointError, CheckpointMismatchError
 from .checkpoint import load_checkpoint, read_state_dict
 from .contract import VideoFeatures
 from .hub_loading import pretrained_weights_file
+from .methods import BLOCK_TABLE, parse_method
 from .official import convert_official
 from .video import VideoClassifier, temporalize
 
@@ -108,7 +109,12 @@ def split_backbone_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[
     ``timm.create_model``, merged over ``backbone_kwargs``.
     """
     options = {k: v for k, v in kwargs.items() if k in _METHOD_OPTIONS}
-    timm_kwargs = {**(options.pop("backbone_kwargs", None) or {}), **{k: v for k, v in kwargs.items() if k not in _METHOD_OPTIONS}}
+    # Keywords of registered blocks switch them, as the built-in blocks' keywords do.
+    registered = {k: kwargs[k] for k in kwargs if k in BLOCK_TABLE and k not in _METHOD_OPTIONS}
+    if registered:
+        options["blocks"] = {**(options.get("blocks") or {}), **registered}
+    taken = _METHOD_OPTIONS | set(registered)
+    timm_kwargs = {**(options.pop("backbone_kwargs", None) or {}), **{k: v for k, v in kwargs.items() if k not in taken}}
     return options, timm_kwargs
 
 
@@ -190,6 +196,9 @@ def build_model_with_cfg(
     """
     if pretrained_cfg_overlay:
         cfg = {**cfg, **pretrained_cfg_overlay}
+    # A composition's name (``tsn+stdm``) is its preset and keywords; keywords given explicitly win.
+    method, named = parse_method(method)
+    kwargs = {**named, **kwargs}
     layer_config = {k: kwargs.pop(k) for k in _LAYER_CONFIG if k in kwargs}
     options, timm_kwargs = split_backbone_kwargs(kwargs)
     in_chans = int(timm_kwargs.pop("in_chans", 3))
@@ -218,8 +227,8 @@ def build_model_with_cfg(
                 f"{name}: keywords {', '.join(sorted(timm_kwargs))} went to timm's '{backbone}' (they are not tdnzoo "
                 f"method options), which does not take them all: {exc}.{hint}"
             ) from exc
-    if in_chans != 3 and method == "tdn":
-        adapt_in_chans(model, in_chans)  # raises: TDN is RGB only, before anything is loaded
+    if in_chans != 3 and model.short_term is not None:
+        adapt_in_chans(model, in_chans)  # raises: S-TDM is RGB only, before anything is loaded
     recorded = {k: v for k, v in timm_kwargs.items() if _jsonable(v)}
     if recorded:
         model.model_args["backbone_kwargs"] = recorded

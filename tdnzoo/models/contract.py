@@ -4,41 +4,34 @@ timm promises, for every CNN: ``num_features`` (channels of ``forward_features``
 ``head_hidden_size``, ``default_cfg`` / ``pretrained_cfg`` with ``first_conv``, ``classifier`` and
 ``pool_size``, ``feature_info``, ``forward_intermediates`` / ``prune_intermediate_layers``,
 ``features_only=True`` models, ``set_grad_checkpointing``, ``group_matcher`` (stage groups for
-layer-wise learning-rate decay), ``torch.fx`` tracing and ``torch.jit.script``.
-:class:`VideoModelContract` gives them to the video classifier, delegating to the backbone, which
+layer-wise learning-rate decay) and ``torch.fx`` tracing. :class:`VideoModelContract` gives them to the video classifier, delegating to the backbone, which
 runs its own forward:
 
 - every feature map is **per segment**, ``[B*T, C, h, w]`` for a clip ``[B, T*F, 3, H, W]``, as
   ``forward_features`` returns it (the segment mean is taken by the head only);
 - module paths (``feature_info``, ``first_conv``, ``classifier``, group regexes) are those of the
   video model (``backbone.layer1``, ``short_term.*``);
-- TDN's S-TDM maps reach the backbone's :class:`~tdnzoo.models.fusion.DifferenceFusion` wrappers
-  through one hand-over, :meth:`VideoModelContract.difference_maps`, used by every entry point
-  that runs the backbone; with gradient checkpointing the maps are handed over again when the
-  backward pass recomputes a fusion.
+- S-TDM's maps reach the backbone's :class:`~tdnzoo.models.fusion.DifferenceFusion` wrappers
+  through one hand-over, :class:`~tdnzoo.models.fusion.FusionHandOver`, used by every entry point
+  that runs the backbone (:meth:`VideoModelContract._run_backbone`).
 
-TorchScript (deprecated in this torch) scripts a copy in which the wrappers take one tensor and the
-hand-over goes through shared slots (:meth:`VideoModelContract.__prepare_scriptable__`).
+The ahead-of-time path is ``torch.export.export(model, (clip,))`` (or ONNX, ``tdnzoo export``);
+``torch.jit.script`` refuses with an error saying so (TorchScript is deprecated in this torch).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import re
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Optional
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from timm.layers import register_notrace_function, register_notrace_module
+from timm.layers import register_notrace_function
 from torch import nn
 
-from ..layers import fuse_difference
-from .fusion import DifferenceFusion
-from .insertion import TemporalInsert
+from .fusion import DifferenceFusion, FusionHandOver
 
 __all__ = [
-    "FusionHandOver",
     "VideoFeatures",
     "VideoModelContract",
     "check_clip",
@@ -49,9 +42,8 @@ __all__ = [
 
 
 def _shape(x: torch.Tensor) -> str:
-    """``x.shape`` written as a Python tuple, in code that TorchScript also compiles."""
-    dims = [str(d) for d in x.shape]
-    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+    """``x.shape`` written as a Python tuple."""
+    return str(tuple(x.shape))
 
 
 @register_notrace_function  # a leaf for timm's feature-extraction tracer too
@@ -145,29 +137,6 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value or ())
 
 
-@register_notrace_module  # timm's tracer records it as a call: its effect is needed when the graph runs
-class FusionHandOver(nn.Module):
-    """The S-TDM hand-over as a node of a ``torch.fx`` graph (a TDN model's ``fusion_handover``).
-
-    Tracing runs :meth:`VideoModelContract.difference_maps` on proxies, which puts the fusions
-    that are traced through into the graph. timm's tracer keeps some backbone modules whole
-    (``BatchNormAct2d`` and other notrace modules): a fusion wrapper inside one runs only when the
-    graph runs, and reads its map then. So the traced forward also records two calls of this
-    module: ``centre = fusion_handover(centre, *maps)`` sets the maps before the backbone, and
-    ``out = fusion_handover(out)`` clears them after it. Each returns its first argument, so that the
-    graph keeps it in place.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        object.__setattr__(self, "points", [])  # the fusion wrappers, not registered as children (set when tracing)
-
-    def forward(self, x: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
-        for i, point in enumerate(self.points):
-            point.difference = maps[i] if i < len(maps) else None
-        return x
-
-
 class VideoModelContract:
     """The timm model contract for :class:`tdnzoo.VideoClassifier` (a mixin: it needs ``backbone``,
     ``short_term``, ``fusion_points``, ``num_segments``, ``frames_per_segment`` and ``_check_input``).
@@ -181,16 +150,13 @@ class VideoModelContract:
         grad_checkpointing: whether the backbone recomputes activations in the backward pass.
     """
 
-    # TorchScript compiles a module's properties unless told not to: default_cfg is a dict of anything.
-    __jit_unused_properties__ = ["default_cfg"]
-
     def _init_contract(self) -> None:
         backbone = self.backbone
         self.num_features = int(backbone.num_features)
         self.head_hidden_size = int(getattr(backbone, "head_hidden_size", None) or self.num_features)
         self.in_chans = 3
         self.grad_checkpointing = False
-        self.fusion_handover = FusionHandOver() if self.short_term is not None else None
+        self.fusion_handover = FusionHandOver() if self.short_term is not None else None  # see _run_backbone
         self.feature_info = [
             {**info, "module": f"backbone.{info['module']}" if info.get("module") else "backbone", "per_segment": True}
             for info in copy.deepcopy(list(getattr(backbone, "feature_info", None) or []))
@@ -232,78 +198,27 @@ class VideoModelContract:
     def _fusion_modules(self) -> list[nn.Module]:
         return [self.backbone.get_submodule(path) for path in self.fusion_points]
 
-    @contextlib.contextmanager
-    def difference_maps(self, maps: Sequence[torch.Tensor]) -> Iterator[None]:
-        """Hand TDN's S-TDM ``maps`` to the backbone's fusion wrappers for the block, and take them back.
-
-        The one way the maps reach the backbone: ``forward_features``, ``forward_intermediates`` and
-        anything else running the backbone on a clip go through it. The maps are cleared whatever
-        happens, so that the backbone run on its own cannot fuse stale maps.
-        """
-        points = self._fusion_modules()
-        for point, difference in zip(points, maps):
-            point.difference = difference
-        try:
-            yield
-        finally:
-            for point in points:
-                point.difference = None
-
     def _run_backbone(self, run: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
-        """``run`` (a backbone method) on the per-segment frames of clip ``x``, with TDN's S-TDM maps handed over."""
+        """``run`` (a backbone method) on the per-segment frames of clip ``x``, S-TDM's maps handed over.
+
+        Every entry point that runs the backbone on a clip (``forward_features``,
+        ``forward_intermediates``) comes here: the RGB stream sees each segment's centre frame
+        (official x3), and :class:`~tdnzoo.models.fusion.FusionHandOver` gives the maps to the fusion
+        wrappers for this call only.
+        """
         x = self._check_input(x)
         if self.short_term is None:
             return run(x.flatten(0, 1))
         if self.grad_checkpointing and torch.is_grad_enabled() and _reentrant_checkpointing():
             raise RuntimeError(
-                "TDN cannot use timm's reentrant gradient checkpointing (timm.layers.set_reentrant_ckpt(True)): "
+                "S-TDM cannot use timm's reentrant gradient checkpointing (timm.layers.set_reentrant_ckpt(True)): "
                 "the S-TDM maps the checkpointed stages fuse are not their inputs, so a reentrant backward "
                 "would run through the difference stream twice. Use timm's default, non-reentrant checkpointing."
             )
         frames, centre = split_clip(x, self.num_segments, self.frames_per_segment)
-        maps = self.short_term(frames)  # the RGB stream sees the centre frame (official x3)
-        tracing = torch.fx._symbolic_trace.is_fx_symbolic_tracing()
-        if tracing:  # the hand-over must also happen when the traced graph runs
-            self.fusion_handover.points[:] = self._fusion_modules()
-            centre = self.fusion_handover(centre, *maps)
-        with self.difference_maps(maps):
-            out = run(centre)
-        if tracing:  # clear after the last backbone node: through the output, so that it stays in the graph
-            if isinstance(out, tuple):  # forward_intermediates: (final map, maps)
-                return (self.fusion_handover(out[0]), *out[1:])
-            if isinstance(out, list):  # forward_intermediates(intermediates_only=True)
-                return [*out[:-1], self.fusion_handover(out[-1])]
-            return self.fusion_handover(out)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            self._hand_over_again_in_backward(out, maps)
-        return out
-
-    def _hand_over_again_in_backward(self, out: Any, maps: Sequence[torch.Tensor]) -> None:
-        """With gradient checkpointing the backward pass re-runs fusion wrappers after the hand-over ended.
-
-        The maps of this call are set again when the gradient reaches this call's outputs (before
-        any of its checkpointed stages is recomputed: autograd finishes one clip's backbone before
-        the next one's) and cleared when it reaches the first map (after all of them).
-        """
-        points = self._fusion_modules()
-        maps = list(maps)  # held by the outputs' hooks: the graph itself need not keep them
-        refs = [weakref.ref(m) for m in maps]  # the first map's hook must not hold it (a cycle)
-
-        def put(grad: torch.Tensor) -> None:
-            for point, difference in zip(points, maps):
-                point.difference = difference
-
-        def clear(grad: torch.Tensor) -> None:
-            for point, ref in zip(points, refs):
-                if point.difference is ref():
-                    point.difference = None
-
-        outputs = [out] if isinstance(out, torch.Tensor) else [t for t in _flatten(out) if isinstance(t, torch.Tensor)]
-        for t in outputs:
-            if t.requires_grad:
-                t.register_hook(put)
-        if maps and maps[0].requires_grad:
-            maps[0].register_hook(clear)
+        maps = self.short_term(frames)
+        return self.fusion_handover.run(run, centre, maps, self._fusion_modules(),
+                                        again_in_backward=self.grad_checkpointing and torch.is_grad_enabled())
 
     # -- timm contract: features ------------------------------------------------------------
     def forward_intermediates(
@@ -387,130 +302,22 @@ class VideoModelContract:
         names = self.backbone.no_weight_decay() if hasattr(self.backbone, "no_weight_decay") else set()
         return {f"backbone.{n}" for n in names}
 
-    # -- TorchScript ------------------------------------------------------------------------
+    # -- ahead of time: torch.export, not TorchScript ------------------------------------------
     def __prepare_scriptable__(self) -> nn.Module:
-        """A copy of the model that ``torch.jit.script`` compiles (called by it; the model is left as it is).
-
-        In the copy, the temporal wrappers take one tensor (TorchScript has no ``*args``) and TDN's
-        hand-over goes through :class:`_MapSlot` modules shared by the fusion wrappers and the
-        model. Temporal modules on channels-last or token maps cannot be scripted: a ``RuntimeError``
-        names them.
-        """
-        model = copy.deepcopy(self)
-        with _quiet_jit():
-            slots = [torch.jit.script(_MapSlot()) for _ in model.fusion_points]
-        fusions = dict(zip(model.fusion_points, slots))
-        wrapped = [(n, m) for n, m in model.backbone.named_modules() if isinstance(m, (TemporalInsert, DifferenceFusion))]
-        for path, module in sorted(wrapped, key=lambda item: -item[0].count(".")):  # innermost first
-            if getattr(module, "layout", None) is not None:
-                raise RuntimeError(
-                    f"torch.jit.script: the temporal module at backbone.{path} works on {module.layout.describe()} "
-                    "maps, which only eager mode, torch.compile and torch.fx support"
-                )
-            if isinstance(module, TemporalInsert):
-                new: nn.Module = _ScriptableInsert(module.temporal, module.inner, module.after)
-            else:
-                new = _ScriptableFusion(module.inner, module.alpha, module.beta, fusions[path])
-            parent, _, name = path.rpartition(".")
-            setattr(model.backbone.get_submodule(parent) if parent else model.backbone, name, new)
-        model.fusion_slots = nn.ModuleList(slots)
-        model.fusion_handover = None  # torch.fx only
-        model.__class__ = type(f"Scriptable{type(self).__name__}", (_ScriptableForward, type(self)), {})
-        return model
+        """Called by ``torch.jit.script``: refuses, naming the supported ahead-of-time paths."""
+        raise RuntimeError(
+            f"torch.jit.script does not support tdnzoo video models ({type(self).__name__} "
+            f"'{self.pretrained_cfg.get('architecture', self.backbone_name)}'): TorchScript is deprecated in torch "
+            "and cannot script the temporal wrappers' pass-through of the backbone's arguments. Use "
+            "torch.export.export(model, (clip,)) for an ahead-of-time program, or ONNX "
+            "(tdnzoo.export.export_onnx / `tdnzoo export`)."
+        )
 
 
 def _reentrant_checkpointing() -> bool:
     from timm import layers
 
     return bool(getattr(layers, "use_reentrant_ckpt", lambda: False)())
-
-
-def _flatten(value: Any) -> Iterator[Any]:
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _flatten(v)
-    else:
-        yield value
-
-
-@contextlib.contextmanager
-def _quiet_jit() -> Iterator[None]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
-        yield
-
-
-class _MapSlot(nn.Module):
-    """Holds one S-TDM map for the length of a scripted forward (shared by a fusion wrapper and the model)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.value = None
-
-    def forward(self) -> torch.Tensor:
-        value = self.value
-        if value is None:
-            raise RuntimeError("DifferenceFusion called without its S-TDM map: run the model, which sets it")
-        return value
-
-    @torch.jit.export
-    def put(self, value: Optional[torch.Tensor]) -> None:  # noqa: UP045 - TorchScript
-        self.value = value
-
-
-# TorchScript types module attributes from the class annotations, and reads them unevaluated: a real type.
-_MapSlot.__annotations__ = {"value": Optional[torch.Tensor]}  # noqa: UP045 - TorchScript has no X | None
-
-
-class _ScriptableInsert(nn.Module):
-    """:class:`TemporalInsert` for TorchScript: the same children, one tensor in and out."""
-
-    def __init__(self, temporal: nn.Module, inner: nn.Module, after: bool) -> None:
-        super().__init__()
-        self.temporal = temporal
-        self.inner = inner
-        self.after = after
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.after:
-            return self.temporal(self.inner(x))
-        return self.inner(self.temporal(x))
-
-
-class _ScriptableFusion(nn.Module):
-    """:class:`DifferenceFusion` for TorchScript: the same ``inner``, the map read from a shared slot."""
-
-    def __init__(self, inner: nn.Module, alpha: float, beta: float, slot: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.alpha = alpha
-        self.beta = beta
-        self.slot = slot
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fuse_difference(self.inner(x), self.slot(), self.alpha, self.beta)
-
-
-class _ScriptableForward(nn.Module):
-    """``forward_features`` as TorchScript compiles it: no context manager, no ``try``, slots instead
-    of module paths. A failing forward leaves the maps in the slots until the next one."""
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_clip(x, self.num_segments * self.frames_per_segment, self.num_segments, self.frames_per_segment,
-                       self.in_chans, self.min_size, self.backbone_name)
-        if self.short_term is None:
-            return self.backbone.forward_features(x.flatten(0, 1))
-        frames, centre = split_clip(x, self.num_segments, self.frames_per_segment)
-        stem_map, stage_map = self.short_term(frames)
-        maps = [stem_map, stage_map]
-        for i, slot in enumerate(self.fusion_slots):
-            slot.put(maps[i])
-        out = self.backbone.forward_features(centre)
-        for slot in self.fusion_slots:
-            slot.put(None)
-        return out
 
 
 class VideoFeatures(nn.Module):

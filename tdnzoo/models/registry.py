@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from ..errors import UnknownModelError
+from .methods import METHODS, is_method
 from .pretrained import pretrained_names
-from .video import METHODS
 
 __all__ = ["COMMON_BACKBONES", "list_models", "list_pretrained", "parse_model_name", "split_tag"]
 
@@ -72,12 +72,13 @@ def parse_model_name(name: str) -> tuple[str, str, str | None]:
 
     arch, tag = split_tag(name)
     method, sep, backbone = arch.partition("_")
-    if not sep or method.lower() not in METHODS:
-        close = difflib.get_close_matches(method.lower(), METHODS, n=1)
+    if not sep or not is_method(method):
+        close = difflib.get_close_matches(method.lower(), list(METHODS), n=1)
         hint = f" Did you mean '{close[0]}_{backbone}'?" if close and sep else ""
         raise UnknownModelError(
-            f"Unknown model '{name}': unknown method prefix '{method}', expected one of {', '.join(METHODS)} "
-            f"(names are '<method>_<timm backbone>[.<tag>]', e.g. 'tdn_resnet50').{hint}"
+            f"Unknown model '{name}': unknown method prefix '{method}', expected one of {', '.join(METHODS)}, "
+            "optionally composed with +BLOCK / -BLOCK (names are '<method>_<timm backbone>[.<tag>]', e.g. "
+            f"'tdn_resnet50', 'tsn+stdm_resnet50').{hint}"
         )
     if not timm.is_model(backbone):
         pool = list(COMMON_BACKBONES) + list(_timm_names())

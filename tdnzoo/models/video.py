@@ -1,4 +1,7 @@
-"""The video classifier and ``temporalize``: TSN, TSM or TDN on any timm 2D CNN.
+"""The video classifier and ``temporalize``: TSN, TSM, TDN or a composition of their blocks on any timm 2D CNN.
+
+``temporalize`` reads the method table (:mod:`.methods`): which blocks, at which position kind, in
+which stages; it has no per-method code.
 
 Model contract (docs/design.md §1): input ``[B, T, 3, H, W]`` with ``T = num_segments *
 frames_per_segment`` (segment-major, ImageNet-normalised); output logits ``[B, num_classes]``,
@@ -12,20 +15,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers import LongTermStack, LongTermTDM, SegmentConsensus, ShortTermTDM, TemporalConv, TemporalShift
+from ..layers import LongTermStack, SegmentConsensus, ShortTermTDM
 from .backbone import BackboneLayout, Block, Position, analyze_backbone, unsupported
 from .contract import VideoModelContract, check_clip
 from .difference import short_term_stream
 from .families import refusal
 from .fusion import DifferenceFusion
 from .insertion import TemporalInsert, replace_module
+from .methods import (
+    AFTER_STEM,
+    BLOCK_INPUT,
+    METHOD_TABLE,
+    METHODS,
+    POSITION_MIXING,
+    BuildOptions,
+    TemporalBlock,
+    blocks_of,
+    composition_name,
+    insertion_units,
+    parse_method,
+    recorded_options,
+    resolve_blocks,
+)
 
 __all__ = ["METHODS", "VideoClassifier", "official_fusion_weights", "temporalize"]
 
 torch.fx.wrap("check_clip")  # a leaf for torch.fx (see .contract)
-
-METHODS = ("tsn", "tsm", "tdn")
-
 
 def official_fusion_weights(num_segments: int) -> tuple[float, float]:
     """S-TDM fusion ``(alpha, beta)`` of the official TDN: (0.5, 0.5) at 8 segments, else (0.75, 0.25)."""
@@ -33,22 +48,23 @@ def official_fusion_weights(num_segments: int) -> tuple[float, float]:
 
 
 class VideoClassifier(VideoModelContract, nn.Module):
-    """A timm 2D CNN made temporal: TSN, TSM or TDN.
+    """A timm 2D CNN made temporal: TSN, TSM, TDN or a composition of their blocks.
 
     Build it with :func:`temporalize` or :func:`tdnzoo.create_model`. timm's model contract
     (``feature_info``, ``forward_intermediates``, ``set_grad_checkpointing``, ``group_matcher``,
-    torch.fx, TorchScript) comes from :class:`~tdnzoo.models.contract.VideoModelContract`.
+    torch.fx) comes from :class:`~tdnzoo.models.contract.VideoModelContract`.
 
     Attributes:
-        method: ``'tsn'``, ``'tsm'`` or ``'tdn'``.
+        method: the method's name: a preset (``'tsn'``, ``'tsm'``, ``'tdn'``, a registered one), or
+            a composition of one (``'tsn+stdm'``, ``'tdn-ltdm'``; :mod:`tdnzoo.models.methods`).
         num_segments: segments per clip.
-        frames_per_segment: consecutive frames per segment (5 for TDN, else 1).
+        frames_per_segment: consecutive frames per segment (5 with S-TDM, else 1).
         num_classes: classifier outputs (0 when the classifier was removed).
         num_features: channels of ``forward_features``.
         head_hidden_size: width of ``forward_head(x, pre_logits=True)``.
         backbone: the timm model, with temporal modules inserted in its blocks.
         probe_size: a frame size the backbone is known to take (construction ran at it).
-        short_term: TDN's S-TDM difference stream, else ``None``.
+        short_term: the S-TDM difference stream (TDN's), else ``None``.
         pretrained_cfg: metadata dict, as in timm.
     """
 
@@ -103,10 +119,10 @@ class VideoClassifier(VideoModelContract, nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> per-segment features, as the backbone's ``forward_features`` returns them.
 
-        ``[B*num_segments, C, h, w]`` for CNNs (tokens ``[B*num_segments, L, C]`` for ViTs). For TDN
-        the S-TDM maps are handed to the backbone's :class:`~tdnzoo.models.fusion.DifferenceFusion`
+        ``[B*num_segments, C, h, w]`` for CNNs (tokens ``[B*num_segments, L, C]`` for ViTs). With
+        S-TDM, its maps are handed to the backbone's :class:`~tdnzoo.models.fusion.DifferenceFusion`
         wrappers for this one call and cleared afterwards, whatever happens
-        (:meth:`~tdnzoo.models.contract.VideoModelContract.difference_maps`).
+        (:meth:`~tdnzoo.models.fusion.FusionHandOver.run`).
         """
         return self._run_backbone(self.backbone.forward_features, x)
 
@@ -228,49 +244,81 @@ def check_temporal_modules_run(model: "VideoClassifier", size: int) -> None:
                           f"its forward does not run the temporal modules inserted at {skipped[:4]}")
 
 
+def _insert_blocks(backbone: nn.Module, layout: BackboneLayout, unit: list[TemporalBlock], options: BuildOptions,
+                   name: str) -> list[Block]:
+    """Insert one unit of the table (a block, or the blocks sharing a stack) at its position in every block
+    of its stages; returns the backbone's blocks that got it."""
+    kind = "shift" if unit[0].position == BLOCK_INPUT else "difference"
+    stages = tuple(sorted({s for b in unit for s in b.stages_in(options)}))
+    chosen = []
+    for block in _temporal_blocks(layout, stages, kind):
+        members = [b for b in unit if block.stage in b.stages_in(options)
+                   and block.index_in_stage % (getattr(options, b.every_option) if b.every_option else 1) == 0]
+        if members:
+            chosen.append((block, members))
+    if not chosen:
+        raise unsupported(name, layout.family, f"no block in stages {stages} has a place for {unit[0].name()}")
+    for block, members in chosen:
+        if members[0].stack is None:
+            _insert(backbone, getattr(block, kind), lambda channels, b=members[0]: b.make(channels, options))
+        else:
+            _insert(backbone, getattr(block, kind), lambda channels, members=members: LongTermStack(
+                OrderedDict((b.stack, b.make(channels, options)) for b in members)))
+    return [block for block, _ in chosen]
+
+
 def temporalize(
     backbone: nn.Module | str,
     method: str = "tdn",
     num_segments: int = 8,
     *,
     num_classes: int | None = None,
+    shift: bool | None = None,
+    short_term: bool | None = None,
+    long_term: bool | None = None,
+    temporal_conv: bool | None = None,
+    blocks: dict[str, bool] | None = None,
     frames_per_segment: int | None = None,
     shift_div: int = 8,
     shift_stages: tuple[int, ...] = (2, 3, 4, 5),
     shift_every: int | None = None,
-    long_term: bool = True,
     long_term_stages: tuple[int, ...] = (3, 4, 5),
     long_term_reduction: int = 16,
-    temporal_conv: bool = True,
     fusion_weights: tuple[float, float] | None = None,
     drop_rate: float = 0.5,
     pretrained_backbone: bool = False,
     backbone_kwargs: dict[str, Any] | None = None,
 ) -> VideoClassifier:
-    """Turn a timm 2D CNN into a TSN, TSM or TDN video classifier.
+    """Turn a timm 2D CNN into a video classifier: TSN, TSM, TDN, or any composition of their blocks.
 
-    Stages are numbered as in the papers: stage ``k`` outputs at reduction ``2**k`` (stage 2 is
-    ResNet's ``layer1``). Defaults are the official ones. The backbone keeps its own forward:
-    temporal modules wrap the ops they precede (see :mod:`tdnzoo.models.backbone` for where),
-    and TDN's S-TDM maps join the backbone through :class:`~tdnzoo.models.fusion.DifferenceFusion`
-    wrappers on the ops producing the stem's and the first stage's outputs.
+    The method is a preset of :data:`~tdnzoo.models.methods.METHOD_TABLE`; the block keywords switch
+    each temporal block on or off from the preset's default (``None`` keeps it), as do ``+BLOCK`` /
+    ``-BLOCK`` in the method (``'tsn+stdm'``, ``'tdn-ltdm'``). Stages are numbered as in the papers:
+    stage ``k`` outputs at reduction ``2**k`` (stage 2 is ResNet's ``layer1``). Defaults are the
+    official ones. The backbone keeps its own forward: temporal modules wrap the ops they precede
+    (see :mod:`tdnzoo.models.backbone` for where), and S-TDM's maps join the backbone through
+    :class:`~tdnzoo.models.fusion.DifferenceFusion` wrappers on the ops producing the stem's and the
+    first stage's outputs.
 
     Args:
         backbone: a timm model name or instance (modified in place when an instance).
-        method: ``'tsn'``, ``'tsm'`` (temporal shift) or ``'tdn'`` (temporal difference).
+        method: ``'tsn'``, ``'tsm'`` (temporal shift), ``'tdn'`` (temporal difference), a registered
+            method, or one of them with ``+BLOCK`` / ``-BLOCK`` (``shift``, ``stdm``, ``ltdm``, ``tconv``).
         num_segments: segments per clip.
         num_classes: classifier outputs; keeps the instance's head when ``None``.
-        frames_per_segment: frames per segment; 5 for TDN, 1 for TSN and TSM.
-        shift_div: TSM shifts ``1/shift_div`` of the channels each way; TDN's temporal conv
-            starts as that shift.
-        shift_stages: TSM stages whose blocks get a shift.
-        shift_every: TSM shifts every n-th block of a stage; ``None`` is the official rule
+        shift: a temporal shift before the first op of each residual block of ``shift_stages`` (TSM).
+        short_term: S-TDM, a difference stream fused after the stem and the first stage (TDN).
+        long_term: L-TDM before the first position-mixing op of the blocks of ``long_term_stages`` (TDN).
+        temporal_conv: a learnable temporal conv, initialised as the shift, after L-TDM (TDN).
+        blocks: switches of other blocks of the table (registered ones), by keyword.
+        frames_per_segment: frames per segment; 5 with S-TDM, else 1.
+        shift_div: the shift moves ``1/shift_div`` of the channels each way; the temporal conv starts as that shift.
+        shift_stages: stages whose blocks get a shift.
+        shift_every: shift every n-th block of a stage; ``None`` is the official rule
             (every other block when stage 4 has 23+ blocks, as ResNet-101; else every block).
-        long_term: TDN: add L-TDM to the blocks of ``long_term_stages``.
-        long_term_stages: TDN stages with L-TDM and the temporal conv (official: 3, 4, 5).
+        long_term_stages: stages with L-TDM and the temporal conv (official: 3, 4, 5).
         long_term_reduction: channel reduction inside L-TDM (official: 16).
-        temporal_conv: TDN: add the learnable temporal conv after each L-TDM.
-        fusion_weights: TDN S-TDM fusion ``(alpha, beta)``; ``None`` is the official rule,
+        fusion_weights: S-TDM fusion ``(alpha, beta)``; ``None`` is the official rule,
             (0.5, 0.5) at 8 segments and (0.75, 0.25) otherwise.
         drop_rate: dropout before the classifier (official: 0.5); only with a backbone name.
         pretrained_backbone: load timm's ImageNet weights for the backbone (needs them cached).
@@ -280,18 +328,29 @@ def temporalize(
         >>> model = temporalize("convnext_atto", "tdn", num_segments=8, num_classes=174)
         >>> model(torch.randn(1, 40, 3, 112, 112)).shape
         torch.Size([1, 174])
+        >>> temporalize("resnet18", "tsn", 8, short_term=True).method  # TSN + S-TDM
+        'tsn+stdm'
     """
-    method = method.lower()
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}': expected one of {', '.join(METHODS)}")
+    preset, named = parse_method(method)
+    switches = {**named, **(blocks or {})}
+    for keyword, value in (("shift", shift), ("short_term", short_term), ("long_term", long_term),
+                           ("temporal_conv", temporal_conv)):
+        if value is not None:
+            switches[keyword] = value
+    chosen = resolve_blocks(preset, switches)
+    on = blocks_of(chosen)
+    composed = composition_name(preset, chosen)
     if num_segments < 1:
         raise ValueError(f"num_segments must be >= 1, got {num_segments}")
-    if method == "tdn" and long_term and num_segments < 2:
-        raise ValueError("TDN's long-term differences need num_segments >= 2")
+    for block in on:
+        if num_segments < block.min_segments:
+            raise ValueError(f"{composed.upper()}: {block.name()} needs num_segments >= {block.min_segments}")
+    needed = max((b.frames_per_segment for b in on), default=1)
     if frames_per_segment is None:
-        frames_per_segment = 5 if method == "tdn" else 1
-    if method != "tdn" and frames_per_segment != 1:
-        raise ValueError(f"{method.upper()} takes one frame per segment, got frames_per_segment={frames_per_segment}")
+        frames_per_segment = needed
+    if needed == 1 and frames_per_segment != 1:
+        raise ValueError(f"{composed.upper()} takes one frame per segment (only S-TDM reads more), got "
+                         f"frames_per_segment={frames_per_segment}")
 
     if isinstance(backbone, str):
         import timm
@@ -308,60 +367,43 @@ def temporalize(
             backbone.reset_classifier(num_classes)
 
     layout = analyze_backbone(backbone, name, img_size=_built_size(backbone_kwargs))
-    if method != "tsn" and refusal(layout.family) is not None:
+    if on and refusal(layout.family) is not None:
         raise unsupported(name, layout.family, refusal(layout.family))
-    model_args: dict[str, Any] = {"num_segments": num_segments, "num_classes": int(backbone.num_classes)}
-    short_term = None
+    options = BuildOptions(num_segments, frames_per_segment, shift_div, tuple(shift_stages),
+                           shift_every or _default_shift_every(layout), tuple(long_term_stages), long_term_reduction)
+    stream = None
     fusion_points: tuple[str, ...] = ()
     alpha_beta = (1.0, 0.0)
     min_size = layout.min_size
-
-    if method == "tsm":
-        every = shift_every or _default_shift_every(layout)
-        blocks = [b for b in _temporal_blocks(layout, shift_stages, "shift") if b.index_in_stage % every == 0]
-        if not blocks:
-            raise unsupported(name, layout.family, f"no block in stages {tuple(shift_stages)} has a place for a shift")
-        for block in blocks:
-            _insert(backbone, block.shift, lambda channels: TemporalShift(num_segments, shift_div))
-        model_args.update(shift_div=shift_div, shift_stages=tuple(shift_stages), shift_every=shift_every)
-    elif method == "tdn":
+    stem = [b for b in on if b.position == AFTER_STEM]
+    if stem:
         if not layout.fusion_points:
             raise unsupported(name, layout.family, f"S-TDM needs a stem: {layout.stem_problem}")
-        short_term = _checked_short_term(layout, num_segments, frames_per_segment)  # copied before any insertion
+        stream = _checked_short_term(layout, num_segments, frames_per_segment)  # copied before any insertion
         alpha_beta = tuple(fusion_weights) if fusion_weights is not None else official_fusion_weights(num_segments)
-        if long_term or temporal_conv:
-            blocks = _temporal_blocks(layout, long_term_stages, "difference")
-            if not blocks:
-                raise unsupported(name, layout.family, f"no block in stages {tuple(long_term_stages)} has a place for L-TDM")
-
-            def make(channels: int) -> nn.Module:
-                parts: OrderedDict[str, nn.Module] = OrderedDict()
-                if long_term:
-                    parts["ltdm"] = LongTermTDM(channels, num_segments, long_term_reduction)
-                if temporal_conv:
-                    parts["tconv"] = TemporalConv(channels, num_segments, shift_div)
-                return LongTermStack(parts)
-
-            for block in blocks:
-                _insert(backbone, block.difference, make)
-            if long_term:  # L-TDM average-pools 2x2: its stages need maps of at least 2x2
-                min_size = max(min_size, int(2 * max(b.reduction for b in blocks)))
+    for position in (BLOCK_INPUT, POSITION_MIXING):
+        for unit in insertion_units(on, position):
+            placed = _insert_blocks(backbone, layout, unit, options, name)
+            wanted = max(b.min_map for b in unit)
+            if wanted > 1:  # L-TDM average-pools 2x2: its stages need maps of at least 2x2
+                min_size = max(min_size, int(wanted * max(b.reduction for b in placed)))
+    if stem:
         fusion_points = _insert_fusions(backbone, layout.fusion_points, alpha_beta)
-        model_args.update(
-            frames_per_segment=frames_per_segment,
-            shift_div=shift_div,
-            long_term=long_term,
-            long_term_stages=tuple(long_term_stages),
-            long_term_reduction=long_term_reduction,
-            temporal_conv=temporal_conv,
-            fusion_weights=tuple(alpha_beta) if fusion_weights is not None else None,
-        )
+
+    given = {"frames_per_segment": frames_per_segment, "shift_div": shift_div, "shift_stages": tuple(shift_stages),
+             "shift_every": shift_every, "long_term_stages": tuple(long_term_stages),
+             "long_term_reduction": long_term_reduction,
+             "fusion_weights": tuple(alpha_beta) if fusion_weights is not None else None}
+    model_args: dict[str, Any] = {"num_segments": num_segments, "num_classes": int(backbone.num_classes)}
+    model_args.update({option: given[option] for option in recorded_options(on)})
+    model_args.update({k: v for k, v in chosen.items() if v or v != (k in METHOD_TABLE[preset].keywords())})
 
     cfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
     pretrained_cfg = {
-        "architecture": f"{method}_{name}",
-        "method": method,
+        "architecture": f"{composed}_{name}",
+        "method": composed,
         "backbone": name,
+        "temporal_blocks": [b.keyword for b in on],
         "num_classes": int(backbone.num_classes),
         "num_segments": num_segments,
         "frames_per_segment": frames_per_segment,
@@ -377,11 +419,11 @@ def temporalize(
     }
     model = VideoClassifier(
         backbone,
-        method=method,
+        method=composed,
         num_segments=num_segments,
         frames_per_segment=frames_per_segment,
         layout=layout,
-        short_term=short_term,
+        short_term=stream,
         fusion_points=fusion_points,
         fusion_weights=alpha_beta,
         min_size=min_size,
