@@ -18,6 +18,7 @@ from .models import (
     list_pretrained,
     load_checkpoint,
     save_weights,
+    stream,
     temporalize,
 )
 from .version import __version__
@@ -43,6 +44,7 @@ __all__ = [
     "push_to_hub",
     "save_pretrained",
     "save_weights",
+    "stream",
     "temporalize",
 ]
 

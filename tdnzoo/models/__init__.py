@@ -8,6 +8,7 @@
 - building: :mod:`.factory` (``create_model``) and :mod:`.builder`, the one path that builds a model.
 """
 from .backbone import analyze_backbone
+from .causal import is_causal, make_causal
 from .checkpoint import load_checkpoint, save_weights
 from .contract import VideoFeatures
 from .factory import create_model
@@ -15,6 +16,7 @@ from .inference import fold_batch_norms, fuse_for_inference
 from .insertion import TemporalInsert
 from .pretrained import PRETRAINED_CFGS, get_pretrained_cfg, register_pretrained_cfg
 from .registry import COMMON_BACKBONES, list_models, list_pretrained, parse_model_name
+from .streaming import Streamer, stream
 from .video import METHODS, VideoClassifier, official_fusion_weights, temporalize
 
 __all__ = [
@@ -23,18 +25,22 @@ __all__ = [
     "COMMON_BACKBONES",
     "METHODS",
     "PRETRAINED_CFGS",
+    "Streamer",
     "TemporalInsert",
     "VideoClassifier",
     "VideoFeatures",
     "analyze_backbone",
     "create_model",
     "get_pretrained_cfg",
+    "is_causal",
     "list_models",
     "list_pretrained",
     "load_checkpoint",
+    "make_causal",
     "official_fusion_weights",
     "parse_model_name",
     "register_pretrained_cfg",
     "save_weights",
+    "stream",
     "temporalize",
 ]
