@@ -11,30 +11,23 @@ import tdnzoo
 from tdnzoo.layers import LongTermTDM, TemporalConv, TemporalShift
 from tdnzoo.models.streaming import StreamingLayer
 
+from .conftest import randomize_statistics, relative_error
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STEPS = 3
 # A CNN, a CNN in channels-last memory, a backbone whose maps are channels-last tensors, a ViT.
 BACKBONES = {"test_resnet": None, "test_convnext": torch.channels_last, "test_mambaout": None, "test_vit": None}
 
 
-def _randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Weights a fresh model does not have, so that every temporal path carries signal.
-
-    Layer scales start near zero in ConvNeXt (1e-6), the last BatchNorm of a ResNet block at zero,
-    BatchNorm statistics at identity, the temporal conv at a shift: each would hide a wrong cache.
-    """
-    g = torch.Generator().manual_seed(seed)
+def _randomized(model: torch.nn.Module) -> torch.nn.Module:
+    """Weights that let every temporal path carry signal: besides BatchNorm and the temporal conv
+    (:func:`randomize_statistics`), ConvNeXt's layer scales, which start at 1e-6."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("gamma") or ".ls" in name:
+            if name.endswith("gamma"):
                 p.fill_(1.0)
-        for m in model.modules():
-            if isinstance(m, TemporalConv):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.5)
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-    return model.eval()
+    return randomize_statistics(model).eval()
 
 
 @functools.cache
@@ -63,10 +56,6 @@ def _segments(model: tdnzoo.VideoClassifier, clip: torch.Tensor) -> list[torch.T
     return list(clip.split(model.frames_per_segment, dim=1))
 
 
-def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((got - expected).abs().max() / expected.abs().max())
-
-
 @pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 @pytest.mark.parametrize("method", ["tsm", "tdn"])
@@ -78,12 +67,12 @@ def test_stream_steps_equal_the_causal_model_offline(method, backbone, fused):
     live = tdnzoo.stream(model)
     steps = torch.stack([live.step(frames) for frames in _segments(model, clip)], dim=1)
     assert steps.shape == offline.shape == (2, STEPS, 5)
-    assert _relative_error(steps, offline) <= 1e-5
+    assert relative_error(steps, offline) <= 1e-5
     assert live.cache_bytes() > 0
     # The caches matter: the last segment streamed alone (after reset) is another output.
     live.reset()
     alone = live.step(_segments(model, clip)[-1])
-    assert _relative_error(alone, offline[:, -1]) > 1e-3
+    assert relative_error(alone, offline[:, -1]) > 1e-3
 
 
 @pytest.mark.parametrize("method", ["tsm", "tdn"])
