@@ -6,6 +6,7 @@ import functools
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 import tdnzoo
 from tdnzoo.layers import LongTermTDM, TemporalConv, TemporalShift
@@ -156,3 +157,20 @@ def test_prediction_is_the_mean_of_the_last_window_steps():
     torch.testing.assert_close(live.prediction(), (steps[1] + steps[2]) / 2)
     assert all(isinstance(m, StreamingLayer) for m in live.layers) and live.layers
     assert not any(isinstance(m, StreamingLayer) for m in model.modules())  # the model itself is untouched
+
+
+@pytest.mark.parametrize("method", ["tsm", "tdn"])
+def test_compiled_steps_are_one_graph_reused_across_streams(method):
+    # Dynamo and AOT autograd's functionalization (what inductor receives) without inductor's slow
+    # CPU code generation: the caches are buffers updated in place, traced without graph breaks.
+    model = _model(method, "test_resnet", fused=True)
+    clip = _clip(model)
+    counter = CompileCounterWithBackend("aot_eager")
+    live = tdnzoo.stream(model, compile=True, compile_options={"backend": counter})
+    with torch.no_grad():
+        offline = model.forward_segments(clip)
+    for _ in range(2):  # a second stream reuses the graph: no recompilation after reset()
+        live.reset()
+        steps = torch.stack([live.step(frames) for frames in _segments(model, clip)], dim=1)
+        assert relative_error(steps, offline) <= 1e-5
+    assert counter.frame_count == 1  # the first step of a stream runs eagerly (it allocates the caches)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import deque
+from typing import Any
 
 import torch
 from torch import nn
@@ -148,9 +149,11 @@ class Streamer:
             for inference if wanted; its weights are shared, not copied.
         window: step logits averaged by :meth:`prediction` (default: the model's ``num_segments``).
         compile: run the steps after each stream's first through ``torch.compile(fullgraph=True)``.
+        compile_options: more keyword arguments for ``torch.compile`` (``mode``, ``backend``, ...).
     """
 
-    def __init__(self, model: nn.Module, *, window: int | None = None, compile: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, window: int | None = None, compile: bool = False,
+                 compile_options: dict[str, Any] | None = None) -> None:
         if not isinstance(model, VideoClassifier):
             raise TypeError(f"expected a tdnzoo VideoClassifier, got {type(model).__name__}")
         if not is_causal(model):
@@ -166,7 +169,8 @@ class Streamer:
             raise ValueError(f"window must be >= 1, got {self.window}")
         self.segment_step = SegmentStep(model)
         self.layers = [m for m in self.segment_step.modules() if isinstance(m, StreamingLayer)]
-        self.compiled = torch.compile(self.segment_step, fullgraph=True) if compile else None
+        options = {"fullgraph": True, **(compile_options or {})}
+        self.compiled = torch.compile(self.segment_step, **options) if compile else None
         self.history: deque[torch.Tensor] = deque(maxlen=self.window)
         self.frame_shape: tuple[int, ...] | None = None
         self.steps = 0
@@ -214,7 +218,8 @@ class Streamer:
         return sum(layer.cache_bytes() for layer in self.layers)
 
 
-def stream(model: nn.Module, *, window: int | None = None, compile: bool = False) -> Streamer:
+def stream(model: nn.Module, *, window: int | None = None, compile: bool = False,
+           compile_options: dict[str, Any] | None = None) -> Streamer:
     """A :class:`Streamer` running the causal ``model`` one segment at a time.
 
     Example:
@@ -224,4 +229,4 @@ def stream(model: nn.Module, *, window: int | None = None, compile: bool = False
         ...     logits = live.step(frames)
         ...     label = live.prediction().argmax(-1)
     """
-    return Streamer(model, window=window, compile=compile)
+    return Streamer(model, window=window, compile=compile, compile_options=compile_options)
