@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 
 import tdnzoo
 from tdnzoo.cli import main
-from tdnzoo.prediction import resolve_view_spec
+from tdnzoo.prediction import live, resolve_view_spec
 from tdnzoo.prediction.live import LivePredictor, LiveSource, sample_segments
 
 from .conftest import ROOT, randomize_statistics, relative_error
@@ -74,18 +75,36 @@ def test_piped_video_is_labelled_segment_by_segment(export):
     assert f"standard input ended after {FRAMES} frames, 6 steps" in err.decode()
 
 
-def test_a_stalled_pipe_ends_at_the_read_timeout(export):
-    process = _predict(export, "--read-timeout", "1")
-    try:
-        process.stdin.write(_video()[:5000])  # part of the stream, then nothing, the pipe left open
-        process.stdin.flush()
-        process.wait(timeout=120)  # not communicate(): it would close standard input
-        err = process.stderr.read().decode()
-    finally:
-        process.kill()
-        process.stdin.close()
-    assert process.returncode == 1
-    assert "no data from standard input for 1 s" in err
+@pytest.fixture
+def stalled_stdin(monkeypatch):
+    """Standard input a pipe holding the start of a stream, its writer left open: no more data, no end."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, _video()[:5000])
+    monkeypatch.setattr(sys, "stdin", os.fdopen(read_end, "rb"))
+    yield
+    sys.stdin.close()
+    os.close(write_end)
+
+
+def test_a_stalled_pipe_ends_at_the_read_timeout(export, stalled_stdin, capsys):
+    assert main(["predict", "--stream", "-", "--model", f"local-dir:{export}", "--read-timeout", "1"]) == 1
+    assert "no data from standard input for 1 s" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_stream_cleanly(export, stalled_stdin, capsys, monkeypatch):
+    # SIGINT arrives while the reader waits for data, inside PyAV's read callback, where a
+    # KeyboardInterrupt used to be lost. Sent from the reader itself: the handler is in place by then.
+    read = live._DeadlineReader.read
+
+    def interrupted_read(self, size=-1):
+        os.kill(os.getpid(), signal.SIGINT)
+        return read(self, size)
+
+    monkeypatch.setattr(live._DeadlineReader, "read", interrupted_read)
+    handler = signal.getsignal(signal.SIGINT)
+    assert main(["predict", "--stream", "-", "--model", f"local-dir:{export}", "--read-timeout", "30"]) == 130
+    assert "stopped (Ctrl-C)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
 
 
 def test_live_steps_equal_the_causal_model_on_the_sampled_segments(export, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 
@@ -52,6 +53,8 @@ def run_live(args: argparse.Namespace) -> int:
                               window=args.stream_window, device=device)
     source = LiveSource(args.stream, timeout=args.read_timeout, input_format=args.input_format, fps=args.fps)
     segments = sample_segments(source.frames(), segment_fps=args.segment_fps, frames_per_segment=spec.frames_per_segment)
+    # Ctrl-C asks the source to stop: raised inside PyAV's read callback it could be lost.
+    previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: source.stop.set())
     _say(f"{name}: streaming {source.name}, {args.segment_fps:g} segments/s of {spec.frames_per_segment} frame(s) "
          f"at {spec.crop_size}px, label over the last {predictor.streamer.window} segments")
     try:
@@ -70,6 +73,8 @@ def run_live(args: argparse.Namespace) -> int:
     except VideoDecodeError as exc:
         _say(f"{exc} ({predictor.steps} steps)")
         return 1
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     if predictor.steps == 0:
         _say(f"{source.name} ended after {source.frames_read} frames, too few for one segment")
         return 1

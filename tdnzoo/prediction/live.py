@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import select
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,24 +40,33 @@ class StreamTimeoutError(TdnzooError, TimeoutError):
     """The source gave no data within the read timeout."""
 
 
+_POLL_SECONDS = 0.1  # how soon a stop request (Ctrl-C) is seen while waiting for data
+
+
 class _DeadlineReader:
     """A file descriptor read with a deadline on every wait; what PyAV reads standard input through.
 
-    No ``seek``: PyAV then treats it as the pipe it is. FFmpeg may take a failed read for the end of
-    the input, so the timeout is also kept in ``timed_out`` for :meth:`LiveSource.frames` to raise.
+    No ``seek``: PyAV then treats it as the pipe it is. Exceptions raised inside PyAV's read
+    callback do not reliably come out of FFmpeg (a Ctrl-C there was lost), so a timeout or a
+    ``stop`` request ends the input (an empty read) and is recorded for :meth:`LiveSource.frames`.
     """
 
-    def __init__(self, fd: int, timeout: float, name: str) -> None:
-        self.fd, self.timeout, self.name = fd, timeout, name
+    def __init__(self, fd: int, timeout: float, name: str, stop: threading.Event) -> None:
+        self.fd, self.timeout, self.name, self.stop = fd, timeout, name, stop
         self.timed_out: StreamTimeoutError | None = None
 
     def read(self, size: int = -1) -> bytes:
         size = size if size > 0 else 1 << 16
-        ready, _, _ = select.select([self.fd], [], [], self.timeout)
-        if not ready:
-            self.timed_out = StreamTimeoutError(f"no data from {self.name} for {self.timeout:g} s")
-            raise self.timed_out
-        return os.read(self.fd, size)
+        deadline = time.monotonic() + self.timeout
+        while not self.stop.is_set() and self.timed_out is None:  # after either, FFmpeg's retries end at once
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.timed_out = StreamTimeoutError(f"no data from {self.name} for {self.timeout:g} s")
+                return b""
+            ready, _, _ = select.select([self.fd], [], [], min(left, _POLL_SECONDS))
+            if ready:
+                return os.read(self.fd, size)
+        return b""
 
 
 @dataclass
@@ -68,6 +78,9 @@ class LiveSource:
         timeout: seconds any read may wait for data.
         input_format: FFmpeg demuxer (``mpegts``, ``v4l2``, ...) when it cannot be guessed.
         fps: frame rate to time frames by when the source has no timestamps.
+
+    ``stop``: set it (e.g. from a SIGINT handler) to end :meth:`frames` with ``KeyboardInterrupt``
+    at the next frame or, while waiting on standard input, within 0.1 s.
     """
 
     source: str
@@ -75,6 +88,7 @@ class LiveSource:
     input_format: str | None = None
     fps: float | None = None
     frames_read: int = field(default=0, init=False)
+    stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _reader: _DeadlineReader | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +100,7 @@ class LiveSource:
 
         try:
             if self.source == "-":
-                self._reader = _DeadlineReader(sys.stdin.fileno(), self.timeout, "standard input")
+                self._reader = _DeadlineReader(sys.stdin.fileno(), self.timeout, "standard input", self.stop)
                 return av.open(self._reader, mode="r", format=self.input_format)
             if os.path.isfile(self.source):
                 return av.open(self.source, mode="r", format=self.input_format)
@@ -98,6 +112,9 @@ class LiveSource:
             raise VideoDecodeError(f"cannot open {self.name}: {exc}", self.source) from exc
 
     def _raise_timeout(self) -> None:
+        """Raise what ended the input early: a stop request or the read timeout."""
+        if self.stop.is_set():
+            raise KeyboardInterrupt
         if self._reader is not None and self._reader.timed_out is not None:
             raise self._reader.timed_out
 
@@ -110,6 +127,7 @@ class LiveSource:
 
         Raises:
             StreamTimeoutError: no data within the timeout.
+            KeyboardInterrupt: ``stop`` was set.
             VideoDecodeError: the source cannot be opened or breaks off (with the frames read so far).
         """
         import av
@@ -123,6 +141,8 @@ class LiveSource:
             first: float | None = None
             try:
                 for frame in container.decode(video):
+                    if self.stop.is_set():
+                        raise KeyboardInterrupt
                     if frame.time is not None:
                         first = frame.time if first is None else first
                         seconds = frame.time - first
