@@ -8,8 +8,9 @@ The ranks (``docs/design.md`` §7 explains them):
 1. ``layers`` (the temporal modules) and ``data`` (decoding, sampling, transforms): independent leaves.
 2. ``models.backbone``, ``models.video`` and the modules they are built from (``probe``, ``ops``,
    ``tokens``, ``insertion``, ``fusion``, ``difference``), ``models.contract`` (timm's model contract:
-   features, checkpointing, parameter groups, fx, TorchScript), ``models.inference``: the architecture (a
-   timm backbone made temporal) and its explicit inference step.
+   features, checkpointing, parameter groups, fx, TorchScript), ``models.inference``, ``models.causal``,
+   ``models.streaming``: the architecture (a timm backbone made temporal), its explicit inference step
+   and its causal, streaming form.
 3. ``models.pretrained`` (one metadata record per weight), ``models.registry`` (names),
    ``models.checkpoint``, ``models.official`` (reading, converting, writing weights),
    ``models.zoo_table``: names and weights, no model building.
@@ -41,6 +42,7 @@ RANKS = {
     "tdnzoo.models.tokens": 2, "tdnzoo.models.insertion": 2, "tdnzoo.models.fusion": 2,
     "tdnzoo.models.difference": 2, "tdnzoo.models.inference": 2, "tdnzoo.models.blocks": 2,
     "tdnzoo.models.placement": 2, "tdnzoo.models.families": 2, "tdnzoo.models.contract": 2,
+    "tdnzoo.models.causal": 2, "tdnzoo.models.streaming": 2,
     "tdnzoo.models.pretrained": 3, "tdnzoo.models.registry": 3, "tdnzoo.models.checkpoint": 3,
     "tdnzoo.models.official": 3, "tdnzoo.models.zoo_table": 3,
     "tdnzoo.models.hub_download": 4, "tdnzoo.models.hub_loading": 4,
