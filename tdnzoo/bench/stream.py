@@ -38,6 +38,13 @@ class StreamConfig:
     compile: bool = True
     fixed_malloc: bool = True
 
+    def __post_init__(self) -> None:
+        counts = {"num_segments": self.num_segments, "size": self.size, "batch": self.batch, "rounds": self.rounds}
+        bad = {k: v for k, v in counts.items() if v < 1}
+        if bad or self.warmup < 0 or not self.models:
+            raise ValueError(f"need models and num_segments, size, batch, rounds >= 1 and warmup >= 0, got {counts}, "
+                             f"warmup {self.warmup}, models {self.models}")
+
 
 @dataclass
 class StreamResult:
