@@ -21,6 +21,7 @@ from .models import (
     load_checkpoint,
     register_method,
     save_weights,
+    stream,
     temporalize,
 )
 from .version import __version__
@@ -49,6 +50,7 @@ __all__ = [
     "register_method",
     "save_pretrained",
     "save_weights",
+    "stream",
     "temporalize",
 ]
 

@@ -9,7 +9,8 @@ The ranks (``docs/design.md`` §7 explains them):
 2. ``models.backbone``, ``models.video`` and the modules they are built from (``methods``, the method
    table; ``probe``, ``ops``, ``tokens``, ``insertion``, ``fusion``, ``difference``), ``models.contract``
    (timm's model contract: features, checkpointing, parameter groups, fx), ``models.inference``: the
-   architecture (a timm backbone made temporal) and its explicit inference step.
+   architecture (a timm backbone made temporal), its explicit inference step, and (``models.causal``,
+   ``models.streaming``) its causal, streaming form.
 3. ``models.pretrained`` (one metadata record per weight), ``models.registry`` (names),
    ``models.checkpoint``, ``models.official`` (reading, converting, writing weights),
    ``models.zoo_table``: names and weights, no model building.
@@ -41,7 +42,7 @@ RANKS = {
     "tdnzoo.models.tokens": 2, "tdnzoo.models.insertion": 2, "tdnzoo.models.fusion": 2,
     "tdnzoo.models.difference": 2, "tdnzoo.models.inference": 2, "tdnzoo.models.blocks": 2,
     "tdnzoo.models.placement": 2, "tdnzoo.models.families": 2, "tdnzoo.models.contract": 2,
-    "tdnzoo.models.methods": 2,
+    "tdnzoo.models.methods": 2, "tdnzoo.models.causal": 2, "tdnzoo.models.streaming": 2,
     "tdnzoo.models.pretrained": 3, "tdnzoo.models.registry": 3, "tdnzoo.models.checkpoint": 3,
     "tdnzoo.models.official": 3, "tdnzoo.models.zoo_table": 3,
     "tdnzoo.models.hub_download": 4, "tdnzoo.models.hub_loading": 4,

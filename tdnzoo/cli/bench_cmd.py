@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..models.video import METHODS
-from . import bench_accuracy
+from . import bench_accuracy, bench_stream
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'tdnzoo bench breakdown' times TDN's parts; 'tdnzoo bench accuracy --help' for the accuracy benchmark.",
     )
     _add_speed_arguments(bench)
-    modes = bench.add_subparsers(dest="bench_command", metavar="{speed,breakdown,accuracy}")
+    modes = bench.add_subparsers(dest="bench_command", metavar="{speed,breakdown,accuracy,stream}")
     _add_speed_arguments(modes.add_parser("speed", help="the speed report (the default)"))
     breakdown = modes.add_parser("breakdown", help="where TDN's extra time goes: its parts timed next to TSN")
     breakdown.add_argument("--backbone", default="resnet50")
@@ -79,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     breakdown.set_defaults(func=run_breakdown)
     accuracy = modes.add_parser("accuracy", help="train and compare TSN/TSM/TDN on a generated temporal dataset")
     bench_accuracy.add_arguments(accuracy)
+    bench_stream.add_arguments(modes.add_parser("stream", help="live video: one streaming step against a clip forward"))
 
 
 def run_flops(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ import json
 import sys
 import warnings
 
+from . import predict_live
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "when every video failed. With --sliding (or --window), score windows along each video and write "
         "<video>.windows.csv, <video>.windows.json and <video>.timeline.png into --output.",
     )
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (or frame folders)")
+    p.add_argument("videos", nargs="*", metavar="VIDEO", help="video files (or frame folders)")
     p.add_argument("--model", default=None,
                    help="NAME[.TAG], or an export with its weights: local-dir:PATH or hf-hub:ORG/NAME[@REV]; "
                    "optional with a tdnzoo training checkpoint")
@@ -50,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fps", type=float, default=None, help="frame rate for spans in seconds (default: the file's)")
     g.add_argument("--output", default=".", help="folder for the CSV, JSON and PNG files (default: .)")
     g.add_argument("--timeline-classes", type=int, default=5, help="classes drawn on the timeline (default 5)")
+    predict_live.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -83,6 +86,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     from ..prediction.loading import default_device
 
+    if args.stream is not None:  # live video: its own module
+        return predict_live.run_live(args)
+    if not args.videos:
+        raise ValueError("give video files, or a live source with --stream SOURCE")
     sliding = args.sliding or args.window is not None or args.stride is not None
     if args.top_k < 1 or args.batch_size < 1 or args.workers < 0:
         raise ValueError(f"--top-k and --batch-size must be >= 1 and --workers >= 0, got {args.top_k}, "

@@ -27,17 +27,23 @@ class LongTermTDM(nn.Module):
     All weights are shared by the two directions, and each BatchNorm is called once per
     direction, as in the official code (in training each direction has its own batch statistics).
 
+    Causal (``causal=True``, for streaming): only the backward difference ``d_b`` is kept and
+    ``y = a(d_b)``, the mean over the one branch left. The modules and weights are the same, so an
+    offline checkpoint loads.
+
     Args:
         channels: input and output channels ``C``.
         num_segments: segments per clip.
         reduction: channel reduction of the bottleneck (official: 16; at least one channel is kept).
+        causal: look at the previous segment only.
     """
 
-    def __init__(self, channels: int, num_segments: int, reduction: int = 16) -> None:
+    def __init__(self, channels: int, num_segments: int, reduction: int = 16, causal: bool = False) -> None:
         super().__init__()
         self.channels = channels
         self.num_segments = num_segments
         self.reduction = reduction
+        self.causal = causal
         hidden = max(1, channels // reduction)
         self.hidden = hidden
         self.conv_reduce = nn.Conv2d(channels, hidden, 1, bias=False)
@@ -50,10 +56,14 @@ class LongTermTDM(nn.Module):
         self.conv_expand = nn.Conv2d(hidden, channels, 1, bias=False)
         self.bn_expand = nn.BatchNorm2d(channels)
 
+    def bottleneck(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b, conv_neighbor(b))`` of each frame, each ``[N, C//r, H, W]``."""
+        b = self.bn_reduce(self.conv_reduce(x))
+        return b, self.conv_neighbor(b)
+
     def differences(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The forward and backward differences ``(d_f, d_b)``, each ``[B*T, C//r, H, W]``."""
-        b = self.bn_reduce(self.conv_reduce(x))
-        neighbor = self.conv_neighbor(b)
+        b, neighbor = self.bottleneck(x)
         # Where the neighbour is missing the difference is zero (not -b[t]), as the official padding.
         d_forward = within_clip(shift_frames(neighbor, 1) - b, self.num_segments, 1)  # conv(b)[t+1] - b[t]
         d_backward = within_clip(shift_frames(neighbor, -1) - b, self.num_segments, -1)  # conv(b)[t-1] - b[t]
@@ -72,6 +82,10 @@ class LongTermTDM(nn.Module):
         return torch.sigmoid(self.bn_expand(self.conv_expand(mixed))) - 0.5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.causal:
+            b, neighbor = self.bottleneck(x)
+            d_backward = within_clip(shift_frames(neighbor, -1) - b, self.num_segments, -1)  # conv(b)[t-1] - b[t]
+            return x + x * self.attention(d_backward)
         d_forward, d_backward = self.differences(x)
         y = 0.5 * self.attention(d_forward) + 0.5 * self.attention(d_backward)
         return x + x * y
@@ -94,7 +108,8 @@ class LongTermTDM(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, num_segments={self.num_segments}, reduction={self.reduction}"
+        causal = ", causal=True" if self.causal else ""
+        return f"{self.channels}, num_segments={self.num_segments}, reduction={self.reduction}{causal}"
 
 
 class LongTermStack(nn.Sequential):

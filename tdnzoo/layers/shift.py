@@ -5,6 +5,12 @@ to see the time axis. Channels ``[0, fold)`` look one segment ahead, ``[fold, 2*
 segment back, the rest stay, with ``fold = C // fold_div`` (official TSM and TDN semantics,
 ``docs/design.md`` section 2).
 
+Causal variants (``causal=True``) read the past only, so that a model can run on a live stream
+one segment at a time (:mod:`tdnzoo.models.streaming`). The shift is TSM's uni-directional
+online shift (paper section 3.3; official ``online_demo/mobilenet_v2_tsm.py``): channels
+``[0, fold)`` take ``x[t-1]`` (zero at the first segment), the rest stay. The offline shift's
+``[0, fold)`` look ahead instead, so an offline checkpoint loads but needs fine-tuning.
+
 The neighbouring segments are read by shifting along the batch axis and zeroing across clip edges
 rather than through a ``[B, T, C, H, W]`` view: every op stays 4-D, so a compiled model keeps the
 convolutions' memory layout (channels-last) instead of copying each map through a 5-D buffer.
@@ -75,27 +81,36 @@ class TemporalShift(nn.Module):
     Args:
         num_segments: segments per clip; the batch dimension holds ``B * num_segments`` frames.
         fold_div: ``1 / fold_div`` of the channels shift each way (official: 8).
+        causal: TSM's online (uni-directional) shift: only channels ``[0, fold)`` move, from ``x[t-1]``.
     """
 
-    def __init__(self, num_segments: int, fold_div: int = 8) -> None:
+    def __init__(self, num_segments: int, fold_div: int = 8, causal: bool = False) -> None:
         super().__init__()
         self.num_segments = num_segments
         self.fold_div = fold_div
+        self.causal = causal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fold = x.shape[1] // self.fold_div
+        if self.causal:  # official online demo: cat((buffer of the previous frame's x[:, :fold]), x[:, fold:])
+            return torch.cat((previous_segment(x[:, :fold], self.num_segments), x[:, fold:]), dim=1)
         ahead = next_segment(x[:, :fold], self.num_segments)  # channels [0, fold) take x[t+1]
         back = previous_segment(x[:, fold : 2 * fold], self.num_segments)  # channels [fold, 2*fold) take x[t-1]
         return torch.cat((ahead, back, x[:, 2 * fold :]), dim=1)
 
     def extra_repr(self) -> str:
-        return f"num_segments={self.num_segments}, fold_div={self.fold_div}"
+        causal = ", causal=True" if self.causal else ""
+        return f"num_segments={self.num_segments}, fold_div={self.fold_div}{causal}"
 
 
-def shift_kernel(channels: int, fold_div: int = 8) -> torch.Tensor:
-    """The ``[C, 1, 3]`` depthwise temporal kernel that reproduces :class:`TemporalShift`."""
+def shift_kernel(channels: int, fold_div: int = 8, causal: bool = False) -> torch.Tensor:
+    """The ``[C, 1, 3]`` depthwise temporal kernel that reproduces :class:`TemporalShift` (causal or not)."""
     fold = channels // fold_div
     weight = torch.zeros(channels, 1, 3)
+    if causal:
+        weight[:fold, 0, 0] = 1.0  # online shift: out[t] = x[t-1]
+        weight[fold:, 0, 1] = 1.0  # identity
+        return weight
     weight[:fold, 0, 2] = 1.0  # look ahead: out[t] = x[t+1]
     weight[fold : 2 * fold, 0, 0] = 1.0  # look back: out[t] = x[t-1]
     weight[2 * fold :, 0, 1] = 1.0  # identity
@@ -110,24 +125,36 @@ class TemporalConv(nn.Module):
     ``Conv1d`` computes on ``[B*H*W, C, T]``; written with :func:`previous_segment` and
     :func:`next_segment` on the per-frame maps it needs no permutes.
 
+    Causal (``causal=True``): ``out[t] = w0 * x[t-1] + w1 * x[t]``. The weight keeps its ``[C, 1, 3]``
+    shape (offline weights load; the ``t+1`` tap ``w2`` is unused) and starts as the causal shift.
+
     Args:
         channels: channels ``C``.
         num_segments: segments per clip.
         fold_div: the initial shift moves ``1 / fold_div`` of the channels each way.
+        causal: use the past and present taps only.
     """
 
-    def __init__(self, channels: int, num_segments: int, fold_div: int = 8) -> None:
+    def __init__(self, channels: int, num_segments: int, fold_div: int = 8, causal: bool = False) -> None:
         super().__init__()
         self.channels = channels
         self.num_segments = num_segments
         self.fold_div = fold_div
-        self.weight = nn.Parameter(shift_kernel(channels, fold_div))
+        self.causal = causal
+        self.weight = nn.Parameter(shift_kernel(channels, fold_div, causal))
+
+    def taps(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The weights of ``x[t-1]``, ``x[t]`` and ``x[t+1]``, each ``[1, C, 1, 1]``."""
+        # One contiguous row of C weights per tap: compiled kernels load each tap as a vector.
+        taps = self.weight.to(dtype).squeeze(1).t().contiguous().view(3, 1, self.channels, 1, 1)
+        return taps[0], taps[1], taps[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # One contiguous row of C weights per tap: compiled kernels load each tap as a vector.
-        taps = self.weight.to(x.dtype).squeeze(1).t().contiguous().view(3, 1, self.channels, 1, 1)
-        w0, w1, w2 = taps[0], taps[1], taps[2]
+        w0, w1, w2 = self.taps(x.dtype)
+        if self.causal:
+            return w0 * previous_segment(x, self.num_segments) + w1 * x
         return w0 * previous_segment(x, self.num_segments) + w1 * x + w2 * next_segment(x, self.num_segments)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, num_segments={self.num_segments}, fold_div={self.fold_div}"
+        causal = ", causal=True" if self.causal else ""
+        return f"{self.channels}, num_segments={self.num_segments}, fold_div={self.fold_div}{causal}"

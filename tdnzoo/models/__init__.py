@@ -9,6 +9,7 @@
 - building: :mod:`.factory` (``create_model``) and :mod:`.builder`, the one path that builds a model.
 """
 from .backbone import analyze_backbone
+from .causal import is_causal, make_causal
 from .checkpoint import load_checkpoint, save_weights
 from .contract import VideoFeatures
 from .factory import create_model
@@ -17,6 +18,7 @@ from .insertion import TemporalInsert
 from .methods import METHOD_TABLE, MethodPreset, TemporalBlock, register_method
 from .pretrained import PRETRAINED_CFGS, get_pretrained_cfg, register_pretrained_cfg
 from .registry import COMMON_BACKBONES, list_models, list_pretrained, parse_model_name
+from .streaming import Streamer, stream
 from .video import METHODS, VideoClassifier, official_fusion_weights, temporalize
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "METHOD_TABLE",
     "MethodPreset",
     "PRETRAINED_CFGS",
+    "Streamer",
     "TemporalBlock",
     "TemporalInsert",
     "VideoClassifier",
@@ -34,13 +37,16 @@ __all__ = [
     "analyze_backbone",
     "create_model",
     "get_pretrained_cfg",
+    "is_causal",
     "list_models",
     "list_pretrained",
     "load_checkpoint",
+    "make_causal",
     "official_fusion_weights",
     "parse_model_name",
     "register_method",
     "register_pretrained_cfg",
     "save_weights",
+    "stream",
     "temporalize",
 ]

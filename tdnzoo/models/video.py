@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from ..layers import LongTermStack, SegmentConsensus, ShortTermTDM
+from ..layers.shift import split_segments
 from .backbone import BackboneLayout, Block, Position, analyze_backbone, unsupported
+from .causal import make_causal
 from .contract import VideoModelContract, check_clip
 from .difference import short_term_stream
 from .families import refusal
@@ -135,6 +137,13 @@ class VideoClassifier(VideoModelContract, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_segments(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-segment logits ``[B, num_segments, num_classes]``: ``forward`` is their mean.
+
+        For a causal model, segment ``t``'s logits are what :func:`tdnzoo.stream` gives at step ``t``.
+        """
+        return split_segments(self.backbone.forward_head(self.forward_features(x)), self.num_segments)
 
     def get_classifier(self) -> nn.Module:
         return self.backbone.get_classifier()
@@ -288,6 +297,7 @@ def temporalize(
     drop_rate: float = 0.5,
     pretrained_backbone: bool = False,
     backbone_kwargs: dict[str, Any] | None = None,
+    causal: bool = False,
 ) -> VideoClassifier:
     """Turn a timm 2D CNN into a video classifier: TSN, TSM, TDN, or any composition of their blocks.
 
@@ -323,6 +333,8 @@ def temporalize(
         drop_rate: dropout before the classifier (official: 0.5); only with a backbone name.
         pretrained_backbone: load timm's ImageNet weights for the backbone (needs them cached).
         backbone_kwargs: more keyword arguments for ``timm.create_model``.
+        causal: temporal layers that read past segments only, for streaming (:mod:`.causal`);
+            the same parameters. TSN is causal as it is.
 
     Example:
         >>> model = temporalize("convnext_atto", "tdn", num_segments=8, num_classes=174)
@@ -417,6 +429,9 @@ def temporalize(
         "interpolation": "bilinear",
         "crop_pct": 0.875,
     }
+    if causal:  # the streaming variant: each temporal layer swapped for its causal construction
+        make_causal(backbone)
+        model_args["causal"] = pretrained_cfg["causal"] = True
     model = VideoClassifier(
         backbone,
         method=composed,
