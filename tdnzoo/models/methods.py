@@ -59,8 +59,9 @@ POSITION_KINDS = (BLOCK_INPUT, POSITION_MIXING, AFTER_STEM)
 class BuildOptions:
     """What a block factory is given besides the channels: the clip layout and the method options.
 
-    Options for new block settings (a ``causal`` flag, ...) are added here, so that every factory
-    receives them.
+    Options for new block settings are added here, so that every factory receives them. ``causal``
+    asks for the layer that reads past segments only (the streaming variant, :mod:`.causal`); a
+    registered block that cannot honour it should raise.
     """
 
     num_segments: int
@@ -70,6 +71,7 @@ class BuildOptions:
     shift_every: int | None = None
     long_term_stages: tuple[int, ...] = (3, 4, 5)
     long_term_reduction: int = 16
+    causal: bool = False
 
 
 LayerFactory = Callable[[int, BuildOptions], nn.Module]
@@ -135,15 +137,15 @@ class MethodPreset:
 
 
 def _shift(channels: int, options: BuildOptions) -> nn.Module:
-    return TemporalShift(options.num_segments, options.shift_div)
+    return TemporalShift(options.num_segments, options.shift_div, causal=options.causal)
 
 
 def _long_term(channels: int, options: BuildOptions) -> nn.Module:
-    return LongTermTDM(channels, options.num_segments, options.long_term_reduction)
+    return LongTermTDM(channels, options.num_segments, options.long_term_reduction, causal=options.causal)
 
 
 def _temporal_conv(channels: int, options: BuildOptions) -> nn.Module:
-    return TemporalConv(channels, options.num_segments, options.shift_div)
+    return TemporalConv(channels, options.num_segments, options.shift_div, causal=options.causal)
 
 
 # The blocks, in the order they are inserted (at one op, the first inserted runs first).
@@ -169,8 +171,9 @@ METHOD_TABLE: dict[str, MethodPreset] = {
 }
 
 # Spellings of a composition in a method name: ``PRESET+SPELLING`` switches the keyword on, ``-SPELLING`` off.
+# ``+causal`` is not a block but a build option of every block (:attr:`BuildOptions.causal`).
 COMPOSITION_KEYWORDS: dict[str, str] = {"shift": "shift", "stdm": "short_term", "ltdm": "long_term",
-                                        "tconv": "temporal_conv"}
+                                        "tconv": "temporal_conv", "causal": "causal"}
 
 _NAME = re.compile(r"[a-z][a-z0-9]*")
 

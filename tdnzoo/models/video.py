@@ -18,7 +18,6 @@ from torch import nn
 from ..layers import LongTermStack, SegmentConsensus, ShortTermTDM
 from ..layers.shift import split_segments
 from .backbone import BackboneLayout, Block, Position, analyze_backbone, unsupported
-from .causal import make_causal
 from .contract import VideoModelContract, check_clip
 from .difference import short_term_stream
 from .families import refusal
@@ -344,6 +343,7 @@ def temporalize(
         'tsn+stdm'
     """
     preset, named = parse_method(method)
+    causal = bool(named.pop("causal", causal))  # '+causal' in the name is the causal keyword
     switches = {**named, **(blocks or {})}
     for keyword, value in (("shift", shift), ("short_term", short_term), ("long_term", long_term),
                            ("temporal_conv", temporal_conv)):
@@ -351,7 +351,7 @@ def temporalize(
             switches[keyword] = value
     chosen = resolve_blocks(preset, switches)
     on = blocks_of(chosen)
-    composed = composition_name(preset, chosen)
+    composed = composition_name(preset, chosen) + ("+causal" if causal and on else "")
     if num_segments < 1:
         raise ValueError(f"num_segments must be >= 1, got {num_segments}")
     for block in on:
@@ -382,7 +382,8 @@ def temporalize(
     if on and refusal(layout.family) is not None:
         raise unsupported(name, layout.family, refusal(layout.family))
     options = BuildOptions(num_segments, frames_per_segment, shift_div, tuple(shift_stages),
-                           shift_every or _default_shift_every(layout), tuple(long_term_stages), long_term_reduction)
+                           shift_every or _default_shift_every(layout), tuple(long_term_stages), long_term_reduction,
+                           causal)
     stream = None
     fusion_points: tuple[str, ...] = ()
     alpha_beta = (1.0, 0.0)
@@ -429,8 +430,7 @@ def temporalize(
         "interpolation": "bilinear",
         "crop_pct": 0.875,
     }
-    if causal:  # the streaming variant: each temporal layer swapped for its causal construction
-        make_causal(backbone)
+    if causal:  # every temporal layer was built reading past segments only (BuildOptions.causal)
         model_args["causal"] = pretrained_cfg["causal"] = True
     model = VideoClassifier(
         backbone,
