@@ -15,11 +15,13 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from .errors import VideoDecodeError
@@ -83,6 +85,45 @@ class _ReaderBase:
         return indices
 
 
+# -- fork safety ---------------------------------------------------------------------------------
+# DataLoader workers on Linux are forked from the process that built the loader, and that process has
+# often decoded videos already (``ds[0]``, a notebook, a prediction service). A forked child inherits
+# the parent's memory but none of its threads, so any object that owns a thread pool and crosses the
+# fork waits forever the first time it hands work to that pool (the stuck worker sits in
+# ``pthread_cond_wait``, using no CPU). Three pools cross in practice:
+#   * PyAV >= 18 caches one swscale converter per Python thread (``av.video.frame._thread_local``) and
+#     gives it automatic slice threads: the first RGB conversion in the parent starts them.
+#   * a reader's own decoder (frame threads) and converter, when the reader object itself is forked.
+#   * torch's OpenMP pool (libgomp): a parallel ``torch.stack`` of frames in the parent, then one in a
+#     plain forked process (DataLoader workers are spared, they run torch with one thread).
+# So the readers here (1) convert with a converter they own, created in the process that converts,
+# with its thread count set explicitly; (2) notice when they are used in another process than the
+# one that opened them and reopen there; (3) assemble frames in NumPy, never in torch's thread pool;
+# and (4) after a fork, the child parks PyAV's cached converter, so even ``frame.to_ndarray(format=)``
+# elsewhere in the child gets a fresh one. Objects that crossed a fork are kept, never freed: freeing
+# them would join threads that do not exist in the child, which hangs as well.
+_CROSSED_FORK: list[object] = []
+
+
+def _park_pyav_converter() -> None:
+    frame_module = sys.modules.get("av.video.frame")
+    local = getattr(frame_module, "_thread_local", None)
+    cached = getattr(local, "reformatter", None)
+    if cached is not None:
+        _CROSSED_FORK.append(cached)
+        local.reformatter = None
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; spawned processes start clean anyway
+    os.register_at_fork(after_in_child=_park_pyav_converter)
+
+
+def _reformat_takes_threads() -> bool:
+    import av
+
+    return int(av.__version__.split(".")[0]) >= 17  # PyAV 17 added swscale threads (``sws_scale_frame``)
+
+
 class PyAVReader(_ReaderBase):
     """A video file decoded with PyAV (FFmpeg).
 
@@ -90,20 +131,33 @@ class PyAVReader(_ReaderBase):
     requested ones are converted to RGB. When the container announces more frames than it holds,
     indices past the real end get the last decoded frame (as the official code clamps indices).
 
+    The reader is safe across ``fork``: it converts to RGB with its own swscale context, and a reader
+    opened in one process and used in a forked one reopens its file there (see the fork notes above).
+
     Args:
         path: the video file.
         threads: let FFmpeg decode with frame/slice threads (``"AUTO"``), or ``None`` for its default.
+        thread_count: threads of the decoder and of the RGB converter; ``0`` lets FFmpeg use one per CPU.
 
     Raises:
         VideoDecodeError: the file is missing, not a video, corrupt, or has no video stream.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: str | None = "AUTO") -> None:
-        import av
-
+    def __init__(self, path: str | os.PathLike, *, threads: str | None = "AUTO", thread_count: int = 0) -> None:
         self.path = str(path)
         if not os.path.isfile(self.path):
             raise VideoDecodeError(f"video file not found: {self.path}", self.path)
+        if thread_count < 0:
+            raise ValueError(f"thread_count must be >= 0, got {thread_count}")
+        self.threads = threads
+        self.thread_count = int(thread_count)
+        self._open()
+        self._num_frames: int | None = None
+
+    def _open(self) -> None:
+        import av
+        from av.video.reformatter import VideoReformatter
+
         try:
             self._container = av.open(self.path)
         except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
@@ -112,13 +166,22 @@ class PyAVReader(_ReaderBase):
             self._container.close()
             raise VideoDecodeError(f"{self.path} has no video stream", self.path)
         self._stream = self._container.streams.video[0]
-        if threads:
-            self._stream.thread_type = threads
-        self._num_frames: int | None = None
+        if self.threads:
+            self._stream.thread_type = self.threads
+        self._stream.codec_context.thread_count = self.thread_count
+        self._converter = VideoReformatter()
+        self._convert_kwargs = {"threads": self.thread_count} if _reformat_takes_threads() else {}
+        self._pid = os.getpid()
         self._used = False
+
+    def _reopen_if_forked(self) -> None:
+        if self._pid != os.getpid():  # opened before a fork: its decoder and converter threads are not here
+            _CROSSED_FORK.extend((self._container, self._converter))
+            self._open()
 
     def __len__(self) -> int:
         if self._num_frames is None:
+            self._reopen_if_forked()
             self._num_frames = self._count()
         return self._num_frames
 
@@ -143,39 +206,59 @@ class PyAVReader(_ReaderBase):
         if self._used:
             self._container.seek(0, stream=self._stream)
 
+    def _to_rgb(self, frame) -> np.ndarray:
+        """``[H, W, 3]`` uint8 RGB of a decoded frame (a view into the converted frame's buffer)."""
+        return self._converter.reformat(frame, format="rgb24", **self._convert_kwargs).to_ndarray()
+
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         import av
 
         indices = self._check_indices(indices)
-        wanted = set(indices)
+        self._reopen_if_forked()
+        rows: dict[int, list[int]] = {}  # frame index -> the output rows that show it
+        for row, i in enumerate(indices):
+            rows.setdefault(i, []).append(row)
         last_wanted = max(indices)
-        found: dict[int, torch.Tensor] = {}
+        out: np.ndarray | None = None
+        filled: set[int] = set()
         last_index, last_frame = -1, None
         try:
             self._rewind()
             self._used = True
             for i, frame in enumerate(self._container.decode(self._stream)):
                 last_index, last_frame = i, frame
-                if i in wanted:
-                    found[i] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                if i in rows:
+                    out = self._put(out, rows[i], self._to_rgb(frame), len(indices))
+                    filled.add(i)
                 if i >= last_wanted:
                     break
+            if last_frame is not None and last_index < last_wanted:  # the container promised more frames than it has
+                self._num_frames = last_index + 1
+                tail = [row for i, rs in rows.items() if i > last_index for row in rs]
+                out = self._put(out, tail, self._to_rgb(last_frame), len(indices))
         except (av.FFmpegError, ValueError, MemoryError) as exc:
             raise VideoDecodeError(f"cannot decode {self.path}: {exc}", self.path) from exc
-        if last_frame is None:
+        if last_frame is None or out is None:
             raise VideoDecodeError(f"{self.path} holds no decodable video frames", self.path)
-        if last_index < last_wanted:  # the container promised more frames than it has
-            self._num_frames = last_index + 1
-            tail = found.get(last_index)
-            if tail is None:
-                tail = torch.from_numpy(last_frame.to_ndarray(format="rgb24"))
-            for i in wanted:
-                if i > last_index:
-                    found[i] = tail
-        return torch.stack([found[i] for i in indices])
+        return torch.from_numpy(out)
+
+    def _put(self, out: np.ndarray | None, rows: list[int], rgb: np.ndarray, total: int) -> np.ndarray:
+        # One NumPy buffer for the whole clip, filled as frames arrive: no stack copy, no torch threads.
+        if out is None:
+            out = np.empty((total, *rgb.shape), dtype=np.uint8)
+        elif rgb.shape != out.shape[1:]:
+            raise VideoDecodeError(
+                f"frames of {self.path} change size mid-stream: {out.shape[1:3]} then {rgb.shape[:2]}", self.path
+            )
+        for row in rows:
+            out[row] = rgb
+        return out
 
     def close(self) -> None:
-        self._container.close()
+        if self._pid == os.getpid():
+            self._container.close()
+        else:  # opened before a fork and not used here: closing it would join the parent's decoder threads
+            _CROSSED_FORK.extend((self._container, self._converter))
 
 
 def detect_frame_template(folder: str | os.PathLike, names: Sequence[str] | None = None) -> str:
@@ -246,7 +329,7 @@ class FrameFolderReader(_ReaderBase):
         """File of the 0-based frame ``index``."""
         return os.path.join(self.path, self.template.format(self.start_index + index))
 
-    def _load(self, index: int) -> torch.Tensor:
+    def _load(self, index: int) -> np.ndarray:
         path = self.frame_path(index)
         try:
             if self.image_backend == "torchvision":
@@ -254,29 +337,33 @@ class FrameFolderReader(_ReaderBase):
                     warnings.simplefilter("ignore", DeprecationWarning)
                     from torchvision.io import ImageReadMode, decode_image, read_file
 
-                    return decode_image(read_file(path), mode=ImageReadMode.RGB).permute(1, 2, 0).contiguous()
-            import numpy as np
+                    return decode_image(read_file(path), mode=ImageReadMode.RGB).numpy().transpose(1, 2, 0)
             from PIL import Image
 
             with Image.open(path) as img:
-                return torch.from_numpy(np.asarray(img.convert("RGB")).copy())
+                return np.asarray(img.convert("RGB"))
         except (OSError, RuntimeError, ValueError, SyntaxError) as exc:
             raise VideoDecodeError(f"cannot read frame {path}: {exc}", self.path) from exc
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         indices = self._check_indices(indices)
         # Past the end, use the last frame, as the official code clamps its indices.
-        cache: dict[int, torch.Tensor] = {}
-        frames = []
-        for i in indices:
-            i = min(i, self._num_frames - 1)
-            if i not in cache:
-                cache[i] = self._load(i)
-            frames.append(cache[i])
-        shapes = {tuple(f.shape) for f in frames}
-        if len(shapes) > 1:
-            raise VideoDecodeError(f"frames of {self.path} differ in size: {sorted(shapes)}", self.path)
-        return torch.stack(frames)
+        rows: dict[int, list[int]] = {}
+        for row, i in enumerate(indices):
+            rows.setdefault(min(i, self._num_frames - 1), []).append(row)
+        out: np.ndarray | None = None
+        for i, same in rows.items():
+            image = self._load(i)
+            if out is None:  # assembled in NumPy, as the video reader (fork safety, one copy)
+                out = np.empty((len(indices), *image.shape), dtype=np.uint8)
+            elif image.shape != out.shape[1:]:
+                raise VideoDecodeError(
+                    f"frames of {self.path} differ in size: {out.shape[1:]} and {image.shape} ({self.frame_path(i)})",
+                    self.path,
+                )
+            for row in same:
+                out[row] = image
+        return torch.from_numpy(out)
 
 
 Opener = Callable[..., VideoReader]
@@ -348,5 +435,7 @@ def read_frames(
         raise ValueError(f"layout must be 'THWC' or 'TCHW', got {layout!r}")
     with open_video(path, backend=backend, **kwargs) as reader:
         frames = reader.get_frames(indices)
-    return frames.permute(0, 3, 1, 2).contiguous() if layout == "TCHW" else frames
+    if layout == "TCHW":  # transposed in NumPy: outside torch's thread pool, which a forked process cannot use
+        return torch.from_numpy(np.ascontiguousarray(frames.numpy().transpose(0, 3, 1, 2)))
+    return frames
 
