@@ -118,6 +118,13 @@ if hasattr(os, "register_at_fork"):  # POSIX only; spawned processes start clean
     os.register_at_fork(after_in_child=_park_pyav_converter)
 
 
+def _stack(frames: list[np.ndarray], path: str) -> torch.Tensor:
+    """``[N, H, W, 3]`` of same-size frames, copied in NumPy, outside torch's thread pool."""
+    if len({f.shape for f in frames}) > 1:
+        raise VideoDecodeError(f"frames of {path} differ in size: {sorted({f.shape for f in frames})}", path)
+    return torch.from_numpy(np.stack(frames))
+
+
 def _reformat_takes_threads() -> bool:
     import av
 
@@ -131,8 +138,9 @@ class PyAVReader(_ReaderBase):
     requested ones are converted to RGB. When the container announces more frames than it holds,
     indices past the real end get the last decoded frame (as the official code clamps indices).
 
-    The reader is safe across ``fork``: it converts to RGB with its own swscale context, and a reader
-    opened in one process and used in a forked one reopens its file there (see the fork notes above).
+    The reader is safe across ``fork``: it converts to RGB with its own swscale context, made in the
+    process that converts, and a reader opened before a fork reopens its file in the child (see the
+    fork notes above the class).
 
     Args:
         path: the video file.
@@ -144,20 +152,15 @@ class PyAVReader(_ReaderBase):
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: str | None = "AUTO", thread_count: int = 0) -> None:
-        self.path = str(path)
-        if not os.path.isfile(self.path):
-            raise VideoDecodeError(f"video file not found: {self.path}", self.path)
-        if thread_count < 0:
-            raise ValueError(f"thread_count must be >= 0, got {thread_count}")
-        self.threads = threads
-        self.thread_count = int(thread_count)
-        self._open()
-        self._num_frames: int | None = None
-
-    def _open(self) -> None:
         import av
         from av.video.reformatter import VideoReformatter
 
+        if thread_count < 0:
+            raise ValueError(f"thread_count must be >= 0, got {thread_count}")
+        self.path = str(path)
+        self.threads, self.thread_count = threads, int(thread_count)
+        if not os.path.isfile(self.path):
+            raise VideoDecodeError(f"video file not found: {self.path}", self.path)
         try:
             self._container = av.open(self.path)
         except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
@@ -166,22 +169,27 @@ class PyAVReader(_ReaderBase):
             self._container.close()
             raise VideoDecodeError(f"{self.path} has no video stream", self.path)
         self._stream = self._container.streams.video[0]
-        if self.threads:
-            self._stream.thread_type = self.threads
+        if threads:
+            self._stream.thread_type = threads
         self._stream.codec_context.thread_count = self.thread_count
-        self._converter = VideoReformatter()
+        self._converter = VideoReformatter()  # this reader's, in this process (not PyAV's per-thread cache)
         self._convert_kwargs = {"threads": self.thread_count} if _reformat_takes_threads() else {}
         self._pid = os.getpid()
+        self._num_frames: int | None = None
         self._used = False
 
     def _reopen_if_forked(self) -> None:
         if self._pid != os.getpid():  # opened before a fork: its decoder and converter threads are not here
             _CROSSED_FORK.extend((self._container, self._converter))
-            self._open()
+            self.__init__(self.path, threads=self.threads, thread_count=self.thread_count)
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        """``[H, W, 3]`` uint8 RGB of a decoded frame, converted by this reader's converter."""
+        return self._converter.reformat(frame, format="rgb24", **self._convert_kwargs).to_ndarray()
 
     def __len__(self) -> int:
+        self._reopen_if_forked()
         if self._num_frames is None:
-            self._reopen_if_forked()
             self._num_frames = self._count()
         return self._num_frames
 
@@ -206,53 +214,37 @@ class PyAVReader(_ReaderBase):
         if self._used:
             self._container.seek(0, stream=self._stream)
 
-    def _to_rgb(self, frame) -> np.ndarray:
-        """``[H, W, 3]`` uint8 RGB of a decoded frame (a view into the converted frame's buffer)."""
-        return self._converter.reformat(frame, format="rgb24", **self._convert_kwargs).to_ndarray()
-
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         import av
 
         indices = self._check_indices(indices)
         self._reopen_if_forked()
-        rows: dict[int, list[int]] = {}  # frame index -> the output rows that show it
-        for row, i in enumerate(indices):
-            rows.setdefault(i, []).append(row)
+        wanted = set(indices)
         last_wanted = max(indices)
-        out: np.ndarray | None = None
-        filled: set[int] = set()
+        found: dict[int, np.ndarray] = {}
         last_index, last_frame = -1, None
         try:
             self._rewind()
             self._used = True
             for i, frame in enumerate(self._container.decode(self._stream)):
                 last_index, last_frame = i, frame
-                if i in rows:
-                    out = self._put(out, rows[i], self._to_rgb(frame), len(indices))
-                    filled.add(i)
+                if i in wanted:
+                    found[i] = self._to_rgb(frame)
                 if i >= last_wanted:
                     break
-            if last_frame is not None and last_index < last_wanted:  # the container promised more frames than it has
-                self._num_frames = last_index + 1
-                tail = [row for i, rs in rows.items() if i > last_index for row in rs]
-                out = self._put(out, tail, self._to_rgb(last_frame), len(indices))
         except (av.FFmpegError, ValueError, MemoryError) as exc:
             raise VideoDecodeError(f"cannot decode {self.path}: {exc}", self.path) from exc
-        if last_frame is None or out is None:
+        if last_frame is None:
             raise VideoDecodeError(f"{self.path} holds no decodable video frames", self.path)
-        return torch.from_numpy(out)
-
-    def _put(self, out: np.ndarray | None, rows: list[int], rgb: np.ndarray, total: int) -> np.ndarray:
-        # One NumPy buffer for the whole clip, filled as frames arrive: no stack copy, no torch threads.
-        if out is None:
-            out = np.empty((total, *rgb.shape), dtype=np.uint8)
-        elif rgb.shape != out.shape[1:]:
-            raise VideoDecodeError(
-                f"frames of {self.path} change size mid-stream: {out.shape[1:3]} then {rgb.shape[:2]}", self.path
-            )
-        for row in rows:
-            out[row] = rgb
-        return out
+        if last_index < last_wanted:  # the container promised more frames than it has
+            self._num_frames = last_index + 1
+            tail = found.get(last_index)
+            if tail is None:
+                tail = self._to_rgb(last_frame)
+            for i in wanted:
+                if i > last_index:
+                    found[i] = tail
+        return _stack([found[i] for i in indices], self.path)
 
     def close(self) -> None:
         if self._pid == os.getpid():
@@ -348,22 +340,14 @@ class FrameFolderReader(_ReaderBase):
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         indices = self._check_indices(indices)
         # Past the end, use the last frame, as the official code clamps its indices.
-        rows: dict[int, list[int]] = {}
-        for row, i in enumerate(indices):
-            rows.setdefault(min(i, self._num_frames - 1), []).append(row)
-        out: np.ndarray | None = None
-        for i, same in rows.items():
-            image = self._load(i)
-            if out is None:  # assembled in NumPy, as the video reader (fork safety, one copy)
-                out = np.empty((len(indices), *image.shape), dtype=np.uint8)
-            elif image.shape != out.shape[1:]:
-                raise VideoDecodeError(
-                    f"frames of {self.path} differ in size: {out.shape[1:]} and {image.shape} ({self.frame_path(i)})",
-                    self.path,
-                )
-            for row in same:
-                out[row] = image
-        return torch.from_numpy(out)
+        cache: dict[int, np.ndarray] = {}
+        frames = []
+        for i in indices:
+            i = min(i, self._num_frames - 1)
+            if i not in cache:
+                cache[i] = self._load(i)
+            frames.append(cache[i])
+        return _stack(frames, self.path)
 
 
 Opener = Callable[..., VideoReader]
