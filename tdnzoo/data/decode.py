@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,13 +97,27 @@ class _ReaderBase:
 #   * a reader's own decoder (frame threads) and converter, when the reader object itself is forked.
 #   * torch's OpenMP pool (libgomp): a parallel ``torch.stack`` of frames in the parent, then one in a
 #     plain forked process (DataLoader workers are spared, they run torch with one thread).
-# So the readers here (1) convert with a converter they own, created in the process that converts,
-# with its thread count set explicitly; (2) notice when they are used in another process than the
-# one that opened them and reopen there; (3) assemble frames in NumPy, never in torch's thread pool;
-# and (4) after a fork, the child parks PyAV's cached converter, so even ``frame.to_ndarray(format=)``
-# elsewhere in the child gets a fresh one. Objects that crossed a fork are kept, never freed: freeing
-# them would join threads that do not exist in the child, which hangs as well.
+# So the readers here (1) convert with tdnzoo's own converter, one per process and thread, created in
+# the process that converts, with its thread count set explicitly; (2) notice when they are used in
+# another process than the one that opened them and reopen there; (3) assemble frames in NumPy, never
+# in torch's thread pool; and (4) after a fork, the child parks PyAV's cached converter, so even
+# ``frame.to_ndarray(format=...)`` elsewhere in the child gets a fresh one. Objects that crossed a fork
+# are kept, never freed: freeing them would join threads that do not exist in the child, which hangs
+# as well. One converter per process and thread, rather than one per reader, because setting one up
+# costs about as much as converting a small frame (measured: 5% of a TDN clip of a 240p VP9 video).
 _CROSSED_FORK: list[object] = []
+_CONVERTERS: dict[tuple[int, int], object] = {}  # (pid, thread id) -> VideoReformatter; a parent's stay parked
+
+
+def _rgb_converter():
+    """This process and thread's swscale converter (PyAV ``VideoReformatter``)."""
+    key = (os.getpid(), threading.get_ident())
+    converter = _CONVERTERS.get(key)
+    if converter is None:
+        from av.video.reformatter import VideoReformatter
+
+        converter = _CONVERTERS[key] = VideoReformatter()
+    return converter
 
 
 def _park_pyav_converter() -> None:
@@ -138,9 +153,9 @@ class PyAVReader(_ReaderBase):
     requested ones are converted to RGB. When the container announces more frames than it holds,
     indices past the real end get the last decoded frame (as the official code clamps indices).
 
-    The reader is safe across ``fork``: it converts to RGB with its own swscale context, made in the
-    process that converts, and a reader opened before a fork reopens its file in the child (see the
-    fork notes above the class).
+    The reader is safe across ``fork``: it converts to RGB with tdnzoo's swscale context of the process
+    and thread that converts (not PyAV's, which crosses a fork), and a reader opened before a fork
+    reopens its file in the child (see the fork notes above the class).
 
     Args:
         path: the video file.
@@ -153,7 +168,6 @@ class PyAVReader(_ReaderBase):
 
     def __init__(self, path: str | os.PathLike, *, threads: str | None = "AUTO", thread_count: int = 0) -> None:
         import av
-        from av.video.reformatter import VideoReformatter
 
         if thread_count < 0:
             raise ValueError(f"thread_count must be >= 0, got {thread_count}")
@@ -172,7 +186,6 @@ class PyAVReader(_ReaderBase):
         if threads:
             self._stream.thread_type = threads
         self._stream.codec_context.thread_count = self.thread_count
-        self._converter = VideoReformatter()  # this reader's, in this process (not PyAV's per-thread cache)
         self._convert_kwargs = {"threads": self.thread_count} if _reformat_takes_threads() else {}
         self._pid = os.getpid()
         self._num_frames: int | None = None
@@ -180,12 +193,12 @@ class PyAVReader(_ReaderBase):
 
     def _reopen_if_forked(self) -> None:
         if self._pid != os.getpid():  # opened before a fork: its decoder and converter threads are not here
-            _CROSSED_FORK.extend((self._container, self._converter))
+            _CROSSED_FORK.append(self._container)
             self.__init__(self.path, threads=self.threads, thread_count=self.thread_count)
 
     def _to_rgb(self, frame) -> np.ndarray:
-        """``[H, W, 3]`` uint8 RGB of a decoded frame, converted by this reader's converter."""
-        return self._converter.reformat(frame, format="rgb24", **self._convert_kwargs).to_ndarray()
+        """``[H, W, 3]`` uint8 RGB of a decoded frame (a view of the converted frame)."""
+        return _rgb_converter().reformat(frame, format="rgb24", **self._convert_kwargs).to_ndarray()
 
     def __len__(self) -> int:
         self._reopen_if_forked()
@@ -250,7 +263,7 @@ class PyAVReader(_ReaderBase):
         if self._pid == os.getpid():
             self._container.close()
         else:  # opened before a fork and not used here: closing it would join the parent's decoder threads
-            _CROSSED_FORK.extend((self._container, self._converter))
+            _CROSSED_FORK.append(self._container)
 
 
 def detect_frame_template(folder: str | os.PathLike, names: Sequence[str] | None = None) -> str:
