@@ -1,4 +1,5 @@
-"""Decoding in forked workers after the parent has decoded: what hung DataLoader workers forever.
+"""Decoding in forked workers after the parent has decoded: what hung DataLoader workers forever; and a
+worker that stops answering anyway becomes an error naming it and its video (training saves first).
 
 A forked process inherits the parent's memory but none of its threads. PyAV >= 18 caches an RGB
 converter (swscale, with slice threads) per thread, and the parent's frame threads and torch's OpenMP
@@ -10,6 +11,7 @@ in frames so that the tests stay fast. Every wait here has a deadline: a hang fa
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,9 +25,11 @@ import tdnzoo
 from tdnzoo import create_model
 from tdnzoo.bench.loader import write_frame_folder, write_video
 from tdnzoo.data import VideoDataset, VideoRecord, open_video, read_frames
+from tdnzoo.data.workers import WorkerTimeoutError, watched_loader
+from tdnzoo.train import TrainConfig, load_training_checkpoint, train
 
 from .conftest import torch_threads
-from .datagen import class_frames
+from .datagen import class_frames, make_folder_dataset
 from .datagen import write_video as write_test_video
 
 DEADLINE_S = 60  # far above what a healthy worker needs here (well under a second per clip)
@@ -163,3 +167,62 @@ def test_a_reader_opened_before_fork_reads_in_the_child(media):
         assert np.array_equal(reader.get_frames(CLIPS[1]).numpy(), want)  # the parent's reader still works
     finally:
         reader.close()
+
+
+# -- a worker that stops answering: a clear error, naming the worker and the video -------------------------
+class _OneStuckVideo(Dataset):
+    """Videos whose item 3 never finishes in a worker process (as a decoder waiting on a lost thread)."""
+
+    paths = [f"/data/clip_{i}.mp4" for i in range(6)]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> int:
+        if index == 3 and torch.utils.data.get_worker_info() is not None:
+            time.sleep(600)
+        return index
+
+    def describe_item(self, index: int) -> str:
+        return f"item {index}: {self.paths[index]}"
+
+
+def test_a_stuck_worker_is_an_error_naming_it_and_its_video():
+    loader = watched_loader(_OneStuckVideo(), workers=2, timeout_s=2, batch_size=None)
+    start = time.monotonic()
+    got = []
+    with pytest.raises(WorkerTimeoutError, match=r"worker 1 \(pid \d+\) has been reading item 3: /data/clip_3.mp4") as info:
+        for item in loader:
+            got.append(item)
+    assert got == [0, 1, 2] and "--loader-timeout" in str(info.value)
+    assert time.monotonic() - start < 30  # the stuck worker is stopped, not waited for
+    assert watched_loader(_OneStuckVideo(), workers=0).timeout_s == 0  # in-process loading has no deadline
+    with pytest.raises(ValueError, match="timeout"):
+        watched_loader(_OneStuckVideo(), workers=2, timeout_s=-1)
+
+
+def test_training_saves_and_resumes_when_a_worker_stops_answering(tmp_path, monkeypatch):
+    data = make_folder_dataset(tmp_path / "data", num_classes=2, per_class={"train": 4}, num_frames=12)
+    stuck = sorted((data / "train").rglob("*.mp4"))[5]
+    read_clips = VideoDataset.read_clips
+
+    def never_in_the_second_epoch(self, record):
+        if self.epoch == 1 and record.path == str(stuck) and torch.utils.data.get_worker_info() is not None:
+            time.sleep(600)
+        return read_clips(self, record)
+
+    cfg = dict(model="tsn_test_resnet", data_root=str(data), output=str(tmp_path / "run"), num_segments=2,
+               input_size=32, epochs=2, batch_size=4, workers=2, lr=0.05, lr_steps=[], progress=False, seed=0)
+    monkeypatch.setattr(VideoDataset, "read_clips", never_in_the_second_epoch)
+    with pytest.raises(WorkerTimeoutError, match=rf"reading item \d+: {stuck}.*saved in .*last.pt after epoch 2, step"):
+        train(TrainConfig(loader_timeout=4, **cfg))
+    saved = load_training_checkpoint(tmp_path / "run" / "last.pt")
+    steps_per_epoch = 2  # 8 videos, batches of 4
+    assert saved["epoch"] == 1 and saved["scheduler"]["last_epoch"] == steps_per_epoch + saved["step"]
+    monkeypatch.undo()
+    resumed = train(TrainConfig(resume=True, **cfg))
+    final = load_training_checkpoint(resumed.last_checkpoint)
+    assert final["epoch"] == 2 and "step" not in final
+    assert final["scheduler"]["last_epoch"] == 2 * steps_per_epoch  # every batch trained on once, none twice
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert resumed.history[-1]["steps"] == steps_per_epoch - saved["step"]
