@@ -235,7 +235,6 @@ def run_loader_benchmark(
     clips: int = 4,
     rounds: int = 5,
     backends: dict[str, Reader] | None = None,
-    check_frames: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[LoaderResult]:
     """Time every backend on every generated file (see the module doc).
@@ -245,8 +244,8 @@ def run_loader_benchmark(
         threads: decoder threads: ``1``, and ``0`` for one per CPU.
         clips: clips per round and backend (different random offsets, the same for every backend).
         rounds: timed rounds; backends alternate within each round.
-        check_frames: first check that every backend returns the same frames as tdnzoo, where
-            the codec decodes bit-exactly (H.264, VP9); a backend that differs is reported as such.
+        backends: video backends by name (default: :func:`available_backends`).
+        log: called with a line per result.
 
     Returns:
         one :class:`LoaderResult` per file, sampling, thread setting and backend.
@@ -279,12 +278,6 @@ def run_loader_benchmark(
                     if log is not None:
                         log(f"{f.name:10s} {sampling} {label:9s} {name:18s} {results[-1].clips_per_s:8.2f} clips/s")
     return results
-
-
-def compare_frames(path: str, indices: list[int], backends: dict[str, Reader]) -> dict[str, float]:
-    """Mean absolute difference of each backend's frames from tdnzoo's (0 = the same pixels)."""
-    ref = backends["tdnzoo"](path, indices, 1).float()
-    return {name: float((read(path, indices, 1).float() - ref).abs().mean()) for name, read in backends.items()}
 
 
 def write_loader_report(results: list[LoaderResult], output: str | os.PathLike, *, command: str = "") -> Path:

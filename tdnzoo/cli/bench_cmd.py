@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..models.video import METHODS
-from . import bench_accuracy
+from . import bench_accuracy, bench_loader
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -79,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     breakdown.set_defaults(func=run_breakdown)
     accuracy = modes.add_parser("accuracy", help="train and compare TSN/TSM/TDN on a generated temporal dataset")
     bench_accuracy.add_arguments(accuracy)
+    bench_loader.register(modes)
 
 
 def run_flops(args: argparse.Namespace) -> int:
