@@ -48,6 +48,7 @@ def _invalid_calls(tmp: Path) -> dict[str, list[str]]:
         "bench speed": ["bench", "speed", "--num-segments", "0", "--output", str(tmp / "bench")],
         "bench breakdown": ["bench", "breakdown", "--num-segments", "0"],
         "bench accuracy": ["bench", "accuracy", "--output", str(tmp / "accuracy"), "--epochs", "0"],
+        "bench loader": ["bench", "loader", "--output", str(tmp / "loader"), "--clips", "0"],
         "backbones families": ["backbones", "families", "--write=yes"],
         "backbones table": ["backbones", "table", "--families", "no_such_family"],
     }

@@ -37,9 +37,15 @@ def run(args: argparse.Namespace) -> int:
         known = {f.name: f for f in LOADER_FILES}
         unknown = [name for name in wanted if name not in known]
         if unknown:
-            raise SystemExit(f"tdnzoo bench loader: unknown --files {', '.join(unknown)}; known: {', '.join(known)}")
+            raise ValueError(f"unknown --files {', '.join(unknown)}; known: {', '.join(known)}")
         files = tuple(known[name] for name in wanted)
-    threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    try:
+        threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--threads takes comma-separated counts (0: all cores), got {args.threads!r}") from None
+    if not threads or min(threads) < 0 or args.clips < 1 or args.rounds < 1:
+        raise ValueError(f"--clips and --rounds must be >= 1 and --threads >= 0, got {args.clips}, {args.rounds} "
+                         f"and {args.threads!r}")
     output = Path(args.output)
     print(f"backends: {', '.join(available_backends())}", flush=True)
     results = run_loader_benchmark(args.data_dir or output / "data", files=files, threads=threads, clips=args.clips,
