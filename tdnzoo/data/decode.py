@@ -94,13 +94,13 @@ class _ReaderBase:
 # ``pthread_cond_wait``, using no CPU). Three pools cross in practice:
 #   * PyAV >= 18 caches one swscale converter per Python thread (``av.video.frame._thread_local``) and
 #     gives it automatic slice threads: the first RGB conversion in the parent starts them.
-#   * a reader's own decoder (frame threads) and converter, when the reader object itself is forked.
+#   * a reader's decoder (FFmpeg frame threads), when the reader object itself crosses the fork.
 #   * torch's OpenMP pool (libgomp): a parallel ``torch.stack`` of frames in the parent, then one in a
 #     plain forked process (DataLoader workers are spared, they run torch with one thread).
 # So the readers here (1) convert with tdnzoo's own converter, one per process and thread, created in
 # the process that converts, with its thread count set explicitly; (2) notice when they are used in
 # another process than the one that opened them and reopen there; (3) assemble frames in NumPy, never
-# in torch's thread pool; and (4) after a fork, the child parks PyAV's cached converter, so even
+# in torch's thread pool (PyAV < 18, no cached converter, hung on that); and (4) after a fork, the child parks PyAV's cached converter, so even
 # ``frame.to_ndarray(format=...)`` elsewhere in the child gets a fresh one. Objects that crossed a fork
 # are kept, never freed: freeing them would join threads that do not exist in the child, which hangs
 # as well. One converter per process and thread, rather than one per reader, because setting one up
