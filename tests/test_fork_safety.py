@@ -188,7 +188,7 @@ class _OneStuckVideo(Dataset):
 
 
 def test_a_stuck_worker_is_an_error_naming_it_and_its_video():
-    loader = watched_loader(_OneStuckVideo(), workers=2, timeout_s=2, batch_size=None)
+    loader = watched_loader(_OneStuckVideo(), workers=2, timeout_s=3, batch_size=None)
     start = time.monotonic()
     got = []
     with pytest.raises(WorkerTimeoutError, match=r"worker 1 \(pid \d+\) has been reading item 3: /data/clip_3.mp4") as info:
@@ -215,7 +215,7 @@ def test_training_saves_and_resumes_when_a_worker_stops_answering(tmp_path, monk
                input_size=32, epochs=2, batch_size=4, workers=2, lr=0.05, lr_steps=[], progress=False, seed=0)
     monkeypatch.setattr(VideoDataset, "read_clips", never_in_the_second_epoch)
     with pytest.raises(WorkerTimeoutError, match=rf"reading item \d+: {stuck}.*saved in .*last.pt after epoch 2, step"):
-        train(TrainConfig(loader_timeout=4, **cfg))
+        train(TrainConfig(loader_timeout=6, **cfg))
     saved = load_training_checkpoint(tmp_path / "run" / "last.pt")
     steps_per_epoch = 2  # 8 videos, batches of 4
     assert saved["epoch"] == 1 and saved["scheduler"]["last_epoch"] == steps_per_epoch + saved["step"]
