@@ -49,6 +49,7 @@ def _invalid_calls(tmp: Path) -> dict[str, list[str]]:
         "bench breakdown": ["bench", "breakdown", "--num-segments", "0"],
         "bench accuracy": ["bench", "accuracy", "--output", str(tmp / "accuracy"), "--epochs", "0"],
         "bench stream": ["bench", "stream", "--num-segments", "0", "--output", str(tmp / "stream")],
+        "bench loader": ["bench", "loader", "--output", str(tmp / "loader"), "--clips", "0"],
         "backbones families": ["backbones", "families", "--write=yes"],
         "backbones table": ["backbones", "table", "--families", "no_such_family"],
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..models.video import METHODS
-from . import bench_accuracy, bench_stream
+from . import bench_accuracy, bench_loader, bench_stream
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -80,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     accuracy = modes.add_parser("accuracy", help="train and compare TSN/TSM/TDN on a generated temporal dataset")
     bench_accuracy.add_arguments(accuracy)
     bench_stream.add_arguments(modes.add_parser("stream", help="live video: one streaming step against a clip forward"))
+    bench_loader.register(modes)
 
 
 def run_flops(args: argparse.Namespace) -> int:

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="3-crop views at the input size instead of the full resized side")
     p.add_argument("--batch-size", type=int, default=1, help="videos per batch (each brings CLIPS*CROPS views)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--loader-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="wait this long for a batch from the workers, then stop with an error naming the stuck "
+                   "video (default 600; 0 waits forever)")
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     p.add_argument("--output", required=True, help="folder for report.json, report.md, confusion.png")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
             views=args.views, input_size=args.input_size, full_res=args.full_res,
         )
         result = evaluate(model, dataset, batch_size=args.batch_size, workers=args.workers, device=info.device,
+                          worker_timeout_s=args.loader_timeout,
                           amp=args.amp, progress=args.progress)
         if info.is_main:
             crop, resize = resolve_eval_sizes(model, input_size=args.input_size)

@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default: the model's label names, else class_<i>)")
     p.add_argument("--batch-size", type=int, default=8, help="views (clips x crops) per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=2, help="decoding processes for whole videos (default 2)")
+    p.add_argument("--loader-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="wait this long for a video from the workers, then stop with an error naming it "
+                   "(default 600; 0 waits forever)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
@@ -110,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     if not sliding:
         results = run_predictions(args.videos, model, spec, names, top_k=args.top_k, batch_size=args.batch_size,
                                   workers=args.workers, device=device, progress=args.progress,
+                                  worker_timeout_s=args.loader_timeout,
                                   on_error=lambda path, message: _error(f"skipped {path}: {message}"))
         failed = [r.video for r in results if not r.ok]
         if len(results) > 1 and failed:

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--num-segments", type=int, help="segments per clip (default: the model's, 8)")
     g.add_argument("--input-size", type=int, help="crop side (default 224)")
     g.add_argument("--workers", type=int, help="data loading processes per training process (default 4)")
+    g.add_argument("--loader-timeout", type=float, metavar="SECONDS",
+                   help="wait this long for a batch from the workers, then save the run and stop with an error "
+                   "naming the stuck video (default 600; 0 waits forever)")
     g.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flips")
     g.add_argument("--flip-label-map", type=_label_map, help="mirrored classes swapped by a flip, e.g. '86:87,93:94'")
     g.add_argument("--mirrored-classes", action="store_true", help="the classes depend on direction: flip only with a map")

@@ -11,6 +11,8 @@ The pieces, each usable alone:
   ``ThreeCrop``, ``train_transform``, ``eval_transform``, ``parse_views``.
 * :mod:`tdnzoo.data.datasets`: ``VideoDataset``, ``build_dataset`` (folder, sthv1, sthv2, kinetics),
   ``load_views`` (the test views of one video, for prediction).
+* :mod:`tdnzoo.data.workers`: ``watched_loader`` (a DataLoader with a deadline per batch) and
+  ``WorkerTimeoutError`` (a stuck worker, named with its video).
 """
 from .damage import SampledFrames, TruncatedVideoWarning, read_sampled
 from .datasets import (
@@ -51,9 +53,11 @@ from .transforms import (
     parse_views,
     train_transform,
 )
+from .workers import DEFAULT_WORKER_TIMEOUT_S, WorkerTimeoutError, watched_loader
 
 __all__ = [
     "DATASET_PRESETS",
+    "DEFAULT_WORKER_TIMEOUT_S",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "OFFICIAL_SCALES",
@@ -75,6 +79,7 @@ __all__ = [
     "VideoDecodeError",
     "VideoReader",
     "VideoRecord",
+    "WorkerTimeoutError",
     "build_dataset",
     "count_frames",
     "eval_transform",
@@ -92,4 +97,5 @@ __all__ = [
     "train_indices",
     "train_transform",
     "val_indices",
+    "watched_loader",
 ]

@@ -232,6 +232,9 @@ class CollatableSamples(Dataset):
         sample = self.dataset.load(index)
         return sample.clip, sample.label, index, "\n".join(sample.skipped)
 
+    def describe_item(self, index: int) -> str:
+        return self.dataset.describe_item(index)
+
 
 class VideoDataset(Dataset):
     """Clips sampled from videos or frame folders, TSN style.
@@ -334,6 +337,10 @@ class VideoDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.load(index)
         return sample.clip, sample.label
+
+    def describe_item(self, index: int) -> str:
+        """What item ``index`` reads, for errors: ``'item 17: /data/x.mp4'``."""
+        return f"item {index}: {self.records[index].path}"
 
     # -- loading ----------------------------------------------------------------------------
     def _resolve(self, path: str) -> str:

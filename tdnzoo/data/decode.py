@@ -15,11 +15,14 @@ Example:
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from .damage import known_length, note_truncated, refuse_images
@@ -90,6 +93,66 @@ class _ReaderBase:
         return indices
 
 
+# -- fork safety ---------------------------------------------------------------------------------
+# DataLoader workers on Linux are forked from the process that built the loader, and that process has
+# often decoded videos already (``ds[0]``, a notebook, a prediction service). A forked child inherits
+# the parent's memory but none of its threads, so any object that owns a thread pool and crosses the
+# fork waits forever the first time it hands work to that pool (the stuck worker sits in
+# ``pthread_cond_wait``, using no CPU). Three pools cross in practice:
+#   * PyAV >= 18 caches one swscale converter per Python thread (``av.video.frame._thread_local``) and
+#     gives it automatic slice threads: the first RGB conversion in the parent starts them.
+#   * a reader's decoder (FFmpeg frame threads), when the reader object itself crosses the fork.
+#   * torch's OpenMP pool (libgomp): a parallel ``torch.stack`` of frames in the parent, then one in a
+#     plain forked process (DataLoader workers are spared, they run torch with one thread).
+# So the readers here (1) convert with tdnzoo's own converter, one per process and thread, created in
+# the process that converts, with its thread count set explicitly; (2) notice when they are used in
+# another process than the one that opened them and reopen there; (3) assemble frames in NumPy, never
+# in torch's thread pool (PyAV < 18, no cached converter, hung on that); and (4) after a fork, the child parks PyAV's cached converter, so even
+# ``frame.to_ndarray(format=...)`` elsewhere in the child gets a fresh one. Objects that crossed a fork
+# are kept, never freed: freeing them would join threads that do not exist in the child, which hangs
+# as well. One converter per process and thread, rather than one per reader, because setting one up
+# costs about as much as converting a small frame (measured: 5% of a TDN clip of a 240p VP9 video).
+_CROSSED_FORK: list[object] = []
+_CONVERTERS: dict[tuple[int, int], object] = {}  # (pid, thread id) -> VideoReformatter; a parent's stay parked
+
+
+def _rgb_converter():
+    """This process and thread's swscale converter (PyAV ``VideoReformatter``)."""
+    key = (os.getpid(), threading.get_ident())
+    converter = _CONVERTERS.get(key)
+    if converter is None:
+        from av.video.reformatter import VideoReformatter
+
+        converter = _CONVERTERS[key] = VideoReformatter()
+    return converter
+
+
+def _park_pyav_converter() -> None:
+    frame_module = sys.modules.get("av.video.frame")
+    local = getattr(frame_module, "_thread_local", None)
+    cached = getattr(local, "reformatter", None)
+    if cached is not None:
+        _CROSSED_FORK.append(cached)
+        local.reformatter = None
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; spawned processes start clean anyway
+    os.register_at_fork(after_in_child=_park_pyav_converter)
+
+
+def _stack(frames: list[np.ndarray], path: str) -> torch.Tensor:
+    """``[N, H, W, 3]`` of same-size frames, copied in NumPy, outside torch's thread pool."""
+    if len({f.shape for f in frames}) > 1:
+        raise VideoDecodeError(f"frames of {path} differ in size: {sorted({f.shape for f in frames})}", path)
+    return torch.from_numpy(np.stack(frames))
+
+
+def _reformat_takes_threads() -> bool:
+    import av
+
+    return int(av.__version__.split(".")[0]) >= 17  # PyAV 17 added swscale threads (``sws_scale_frame``)
+
+
 class PyAVReader(_ReaderBase):
     """A video file decoded with PyAV (FFmpeg).
 
@@ -99,19 +162,27 @@ class PyAVReader(_ReaderBase):
     :class:`TruncatedVideoError` (warning once per file), and ``len(reader)`` becomes the real count.
     Indices past the declared end of a whole file get its last frame (as the frame folders clamp).
 
+    The reader is safe across ``fork``: it converts to RGB with tdnzoo's swscale context of the process
+    and thread that converts (not PyAV's, which crosses a fork), and a reader opened before a fork
+    reopens its file in the child (see the fork notes above the class).
+
     Args:
         path: the video file.
         threads: let FFmpeg decode with frame/slice threads (``"AUTO"``), or ``None`` for its default.
+        thread_count: threads of the decoder and of the RGB converter; ``0`` lets FFmpeg use one per CPU.
 
     Raises:
         VideoDecodeError: the file is missing, not a video (an image, whatever its extension), corrupt,
             or has no video stream.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: str | None = "AUTO") -> None:
+    def __init__(self, path: str | os.PathLike, *, threads: str | None = "AUTO", thread_count: int = 0) -> None:
         import av
 
+        if thread_count < 0:
+            raise ValueError(f"thread_count must be >= 0, got {thread_count}")
         self.path = str(path)
+        self.threads, self.thread_count = threads, int(thread_count)
         if not os.path.isfile(self.path):
             raise VideoDecodeError(f"video file not found: {self.path}", self.path)
         try:
@@ -129,11 +200,24 @@ class PyAVReader(_ReaderBase):
         self._stream = self._container.streams.video[0]
         if threads:
             self._stream.thread_type = threads
+        self._stream.codec_context.thread_count = self.thread_count
+        self._convert_kwargs = {"threads": self.thread_count} if _reformat_takes_threads() else {}
+        self._pid = os.getpid()
         self._num_frames: int | None = None
         self.declared_frames: int | None = None  # what the container says; more than decode when cut short
         self._used = False
 
+    def _reopen_if_forked(self) -> None:
+        if self._pid != os.getpid():  # opened before a fork: its decoder and converter threads are not here
+            _CROSSED_FORK.append(self._container)
+            self.__init__(self.path, threads=self.threads, thread_count=self.thread_count)
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        """``[H, W, 3]`` uint8 RGB of a decoded frame (a view of the converted frame)."""
+        return _rgb_converter().reformat(frame, format="rgb24", **self._convert_kwargs).to_ndarray()
+
     def __len__(self) -> int:
+        self._reopen_if_forked()
         if self._num_frames is None:
             self.declared_frames = self._count()
             self._num_frames = known_length(self.path) or self.declared_frames
@@ -164,17 +248,20 @@ class PyAVReader(_ReaderBase):
         import av
 
         indices = self._check_indices(indices)
-        wanted = set(indices)
+        self._reopen_if_forked()
+        rows: dict[int, list[int]] = {}  # frame index -> the rows of the clip that show it
+        for row, i in enumerate(indices):
+            rows.setdefault(i, []).append(row)
         last_wanted = max(indices)
-        found: dict[int, torch.Tensor] = {}
+        clip: np.ndarray | None = None
         last_index, last_frame = -1, None
         try:
             self._rewind()
             self._used = True
             for i, frame in enumerate(self._container.decode(self._stream)):
                 last_index, last_frame = i, frame
-                if i in wanted:
-                    found[i] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+                if i in rows:
+                    clip = self._fill(clip, rows[i], frame, len(indices))
                 if i >= last_wanted:
                     break
         except av.FFmpegError as exc:
@@ -189,13 +276,28 @@ class PyAVReader(_ReaderBase):
         if last_index < last_wanted:  # asked past the last frame that decodes
             self._stream_ended(last_index + 1)  # raises for a file cut short
             # Past the declared end of a whole file: its last frame, as the frame folders clamp.
-            tail = found.get(last_index)
-            if tail is None:
-                tail = torch.from_numpy(last_frame.to_ndarray(format="rgb24"))
-            for i in wanted:
-                if i > last_index:
-                    found[i] = tail
-        return torch.stack([found[i] for i in indices])
+            tail = [row for i, same in rows.items() if i > last_index for row in same]
+            clip = self._fill(clip, tail, last_frame, len(indices))
+        return torch.from_numpy(clip)
+
+    def _fill(self, clip: np.ndarray | None, rows: list[int], frame, length: int) -> np.ndarray:
+        """Convert ``frame`` to RGB and copy it into ``rows`` of the clip (allocated at the first frame).
+
+        Each converted frame is copied at once and dropped, so the converter's buffer is reused from
+        the heap: holding all of a clip's converted frames until a final stack made the allocator
+        return and fault in their pages again for every clip (35% of a 720p TDN clip's time).
+        """
+        rgb = self._to_rgb(frame)
+        if clip is None:
+            clip = np.empty((length, *rgb.shape), dtype=np.uint8)
+        elif rgb.shape != clip.shape[1:]:
+            raise VideoDecodeError(
+                f"frames of {self.path} change size: {clip.shape[2]}x{clip.shape[1]}, then {rgb.shape[1]}x{rgb.shape[0]}",
+                self.path,
+            )
+        for row in rows:
+            clip[row] = rgb
+        return clip
 
     def _stream_ended(self, decoded: int) -> None:
         """Decoding stopped after ``decoded`` frames: raise if the container declared more."""
@@ -206,7 +308,10 @@ class PyAVReader(_ReaderBase):
             raise note_truncated(self.path, self.declared_frames, decoded)
 
     def close(self) -> None:
-        self._container.close()
+        if self._pid == os.getpid():
+            self._container.close()
+        else:  # opened before a fork and not used here: closing it would join the parent's decoder threads
+            _CROSSED_FORK.append(self._container)
 
 
 def detect_frame_template(folder: str | os.PathLike, names: Sequence[str] | None = None) -> str:
@@ -280,7 +385,7 @@ class FrameFolderReader(_ReaderBase):
         """File of the 0-based frame ``index``."""
         return os.path.join(self.path, self.template.format(self.start_index + index))
 
-    def _load(self, index: int) -> torch.Tensor:
+    def _load(self, index: int) -> np.ndarray:
         path = self.frame_path(index)
         try:
             if self.image_backend == "torchvision":
@@ -288,12 +393,11 @@ class FrameFolderReader(_ReaderBase):
                     warnings.simplefilter("ignore", DeprecationWarning)
                     from torchvision.io import ImageReadMode, decode_image, read_file
 
-                    return decode_image(read_file(path), mode=ImageReadMode.RGB).permute(1, 2, 0).contiguous()
-            import numpy as np
+                    return decode_image(read_file(path), mode=ImageReadMode.RGB).numpy().transpose(1, 2, 0)
             from PIL import Image
 
             with Image.open(path) as img:
-                return torch.from_numpy(np.asarray(img.convert("RGB")).copy())
+                return np.asarray(img.convert("RGB"))
         except (OSError, RuntimeError, ValueError, SyntaxError) as exc:
             if not os.path.exists(path):
                 self._check_present()  # fewer frames than the list declares: TruncatedVideoError
@@ -312,17 +416,14 @@ class FrameFolderReader(_ReaderBase):
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         indices = self._check_indices(indices)
         # Past the end, use the last frame, as the official code clamps its indices.
-        cache: dict[int, torch.Tensor] = {}
+        cache: dict[int, np.ndarray] = {}
         frames = []
         for i in indices:
             i = min(i, self._num_frames - 1)
             if i not in cache:
                 cache[i] = self._load(i)
             frames.append(cache[i])
-        shapes = {tuple(f.shape) for f in frames}
-        if len(shapes) > 1:
-            raise VideoDecodeError(f"frames of {self.path} differ in size: {sorted(shapes)}", self.path)
-        return torch.stack(frames)
+        return _stack(frames, self.path)
 
 
 Opener = Callable[..., VideoReader]
@@ -395,5 +496,7 @@ def read_frames(
         raise ValueError(f"layout must be 'THWC' or 'TCHW', got {layout!r}")
     with open_video(path, backend=backend, **kwargs) as reader:
         frames = reader.get_frames(indices)
-    return frames.permute(0, 3, 1, 2).contiguous() if layout == "TCHW" else frames
+    if layout == "TCHW":  # transposed in NumPy: outside torch's thread pool, which a forked process cannot use
+        return torch.from_numpy(np.ascontiguousarray(frames.numpy().transpose(0, 3, 1, 2)))
+    return frames
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..data.datasets import CollatableSamples, VideoDataset
 from ..data.transforms import ThreeCrop
+from ..data.workers import DEFAULT_WORKER_TIMEOUT_S, watched_loader
 from ..train.distributed import ShardSampler, all_gather_objects
 from .scores import EvalResult, average_view_scores
 
@@ -23,12 +23,16 @@ def evaluate(
     device: str | torch.device | None = None,
     amp: str = "none",
     progress: bool = False,
+    worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S,
 ) -> EvalResult:
     """Scores of ``model`` on a test-mode dataset (items ``[V, T, 3, H, W]``).
 
     Each view goes through the model; softmax scores are averaged over the ``V`` views of a video.
     Under torchrun (an initialised process group) each process takes every ``world_size``-th video
     and the scores are gathered on every process.
+
+    ``worker_timeout_s``: deadline for a batch from the ``workers`` (0: none); a stuck worker raises
+    :class:`~tdnzoo.data.workers.WorkerTimeoutError` naming the video.
     """
     if dataset.mode != "test":
         raise ValueError("evaluate() needs a dataset built with mode='test' (see build_eval_dataset)")
@@ -39,9 +43,9 @@ def evaluate(
         device = next(model.parameters()).device
     device = torch.device(device)
     model.eval().to(device)
-    loader = DataLoader(
+    loader = watched_loader(
         CollatableSamples(dataset), batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
-        num_workers=workers, pin_memory=device.type == "cuda",
+        workers=workers, timeout_s=worker_timeout_s, pin_memory=device.type == "cuda",
     )
     if progress and rank == 0:
         from tqdm.auto import tqdm

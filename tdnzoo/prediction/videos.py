@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..data.damage import read_sampled
 from ..data.decode import open_video
 from ..data.errors import VideoDecodeError
+from ..data.workers import DEFAULT_WORKER_TIMEOUT_S, watched_loader
 from .frames import video_fps
 from .loading import class_names_of, default_device, load_predict_model
 from .scoring import ViewScorer
@@ -140,6 +141,9 @@ class _VideoViews(Dataset):
             return index, None, None, str(exc)
         return index, views, length, None
 
+    def describe_item(self, index: int) -> str:
+        return f"video {index}: {self.paths[index]}"
+
 
 def _as_is(item):
     return item
@@ -176,6 +180,7 @@ def predict(
     device: str | torch.device | None = None,
     backend: str | None = None,
     progress: bool = False,
+    worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S,
 ) -> list[Prediction]:
     """Top-k classes of video files (or frame folders), sampled and transformed as the model's cfg says.
 
@@ -201,6 +206,8 @@ def predict(
             (default: the cfg's ``label_names``, a training checkpoint's class names, else ``class_<i>``).
         batch_size: views per forward pass.
         workers: decoding processes (0 decodes in this process).
+        worker_timeout_s: deadline for a video from the ``workers`` (0: none); a stuck worker raises
+            :class:`~tdnzoo.data.workers.WorkerTimeoutError` naming the video.
         device: default: the module's device, or CUDA when available.
         backend: video decoder (see :func:`tdnzoo.data.list_backends`).
         progress: a progress bar on stderr.
@@ -218,7 +225,7 @@ def predict(
     names = class_names_of(net, labels)
     device = _place(net, device, isinstance(model, nn.Module))
     return run_predictions(paths, net, spec, names, top_k=top_k, batch_size=batch_size, workers=workers,
-                           device=device, backend=backend, progress=progress)
+                           device=device, backend=backend, progress=progress, worker_timeout_s=worker_timeout_s)
 
 
 def run_predictions(
@@ -234,6 +241,7 @@ def run_predictions(
     backend: str | None = None,
     progress: bool = False,
     on_error: Callable[[str, str], None] | None = None,
+    worker_timeout_s: float = DEFAULT_WORKER_TIMEOUT_S,
 ) -> list[Prediction]:
     """:func:`predict` with the model, views and names already resolved (the CLI's entry).
 
@@ -241,7 +249,8 @@ def run_predictions(
     """
     from tqdm.auto import tqdm
 
-    loader = DataLoader(_VideoViews(paths, spec, backend), batch_size=None, num_workers=workers, collate_fn=_as_is)
+    loader = watched_loader(_VideoViews(paths, spec, backend), batch_size=None, workers=workers,
+                            timeout_s=worker_timeout_s, collate_fn=_as_is)
     scorer = ViewScorer(model, batch_size=batch_size, device=device)
     results: list[Prediction | None] = [None] * len(paths)
     lengths: dict[int, VideoLength] = {}

@@ -31,6 +31,9 @@ class TrainConfig:
         num_segments: segments per clip (default: the model's, 8).
         input_size: training crop and evaluation crop side.
         workers: DataLoader worker processes per training process.
+        loader_timeout: seconds to wait for a batch from the workers before the run saves its state and
+            stops with an error naming the stuck worker and video (0: wait forever). The default, 10
+            minutes, leaves room for slow network file systems.
         flip: random horizontal flips (swapping mirrored labels for Something-Something).
         flip_label_map: ``{class: mirror class}`` for the folder layout's mirrored classes.
         mirrored_classes: the dataset has direction-dependent classes; flip needs ``flip_label_map``.
@@ -78,6 +81,7 @@ class TrainConfig:
     num_segments: int | None = None
     input_size: int = 224
     workers: int = 4
+    loader_timeout: float = 600.0
     flip: bool = True
     flip_label_map: dict[int, int] | None = None
     mirrored_classes: bool | None = None
@@ -131,6 +135,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.loader_timeout < 0:
+            raise ValueError(f"loader_timeout must be >= 0 seconds (0: no deadline), got {self.loader_timeout}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 

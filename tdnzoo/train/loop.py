@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import random
@@ -16,10 +17,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.datasets import DATASET_PRESETS, CollatableSamples, VideoDataset, build_dataset
 from ..data.transforms import eval_transform, train_transform
+from ..data.workers import WorkerTimeoutError, watched_loader
 from ..errors import TdnzooError
 from .config import TrainConfig
 from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, barrier, setup_distributed
@@ -155,10 +157,24 @@ def _plain(value: Any) -> Any:
 
 
 def _loader(dataset: Dataset, batch_size: int, sampler, cfg: TrainConfig, device: torch.device, drop_last: bool):
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=drop_last,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+    # A batch that does not come within cfg.loader_timeout raises WorkerTimeoutError naming the worker and video.
+    return watched_loader(
+        dataset, batch_size=batch_size, sampler=sampler, workers=cfg.workers, timeout_s=cfg.loader_timeout,
+        drop_last=drop_last, pin_memory=device.type == "cuda", persistent_workers=False,
     )
+
+
+class _SkipFirst(Sampler):
+    """A sampler without its first ``count`` indices: the rest of an epoch a stopped run had begun."""
+
+    def __init__(self, sampler: Sampler, count: int) -> None:
+        self.sampler, self.count = sampler, count
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.count, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.count, 0)
 
 
 def _progress(iterable, enabled: bool, **kwargs):
@@ -360,7 +376,7 @@ def _train(cfg: TrainConfig, info: DistInfo, step_callback) -> TrainResult:
     )
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.amp == "fp16")
 
-    start_epoch, best = 0, {"metric": None, "epoch": None}
+    start_epoch, start_step, best = 0, 0, {"metric": None, "epoch": None}
     metrics_log = MetricsLog(output, cfg.metrics_format)
     if resume_from is not None:
         ckpt = load_training_checkpoint(resume_from)
@@ -373,6 +389,7 @@ def _train(cfg: TrainConfig, info: DistInfo, step_callback) -> TrainResult:
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch = int(ckpt["epoch"])
+        start_step = int(ckpt.get("step", 0))  # > 0: saved mid-epoch when the data loader stopped answering
         best = {"metric": ckpt.get("best_metric"), "epoch": ckpt.get("best_epoch")}
         restore_rng(ckpt["rng"])
         if info.is_main:
@@ -399,9 +416,25 @@ def _train(cfg: TrainConfig, info: DistInfo, step_callback) -> TrainResult:
         train_sampler.set_epoch(epoch)
         train_ds.set_epoch(epoch)
         record: dict[str, Any] = {"epoch": epoch + 1}
-        record.update(_train_epoch(cfg, info, net, train_loader, optimizer, scheduler, scaler, epoch, step_callback))
-        if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            record.update(validate(cfg, info, net, val_loader))
+        loader = train_loader
+        if epoch == start_epoch and start_step:  # resumed mid-epoch: the batches not trained on yet
+            loader = _loader(CollatableSamples(train_ds), per_rank, _SkipFirst(train_sampler, start_step * per_rank),
+                             cfg, info.device, drop_last=True)
+        try:
+            record.update(_train_epoch(cfg, info, net, loader, optimizer, scheduler, scaler, epoch, step_callback))
+            if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                record.update(validate(cfg, info, net, val_loader))
+        except WorkerTimeoutError as exc:
+            # Never lose the run's progress to a stuck worker: save the state after the last step taken.
+            step = scheduler.last_epoch - epoch * len(train_loader)  # the scheduler steps once per batch
+            if info.is_main:
+                state = _checkpoint(cfg, net, optimizer, scheduler, scaler, epoch, best, {}, train_ds.class_names)
+                state["step"] = step
+                save_atomic(state, last_path)
+            raise WorkerTimeoutError(
+                f"{exc}. The run is saved in {last_path} after epoch {epoch + 1}, step {step}; run again with "
+                "--resume to continue from there"
+            ) from exc
         metric = record.get("val_acc1", -record["train_loss"])
         improved = best["metric"] is None or metric > best["metric"]
         if improved and ("val_acc1" in record or val_loader is None):
