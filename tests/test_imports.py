@@ -4,7 +4,7 @@ import each other in a circle.
 
 The ranks (``docs/design.md`` §7 explains them):
 
-0. ``errors``, ``version``, ``labels``: what everything may use.
+0. ``errors``, ``version``, ``labels``, ``progress``: what everything may use.
 1. ``layers`` (the temporal modules) and ``data`` (decoding, sampling, transforms): independent leaves.
 2. ``models.backbone``, ``models.video`` and the modules they are built from (``probe``, ``ops``,
    ``tokens``, ``insertion``, ``fusion``, ``difference``), ``models.contract`` (timm's model contract:
@@ -35,7 +35,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tdnzoo"
 
 # A module's rank is its own entry, else that of the nearest package listed here as a whole.
 RANKS = {
-    "tdnzoo.errors": 0, "tdnzoo.version": 0, "tdnzoo.labels": 0,
+    "tdnzoo.errors": 0, "tdnzoo.version": 0, "tdnzoo.labels": 0, "tdnzoo.progress": 0,
     "tdnzoo.layers": 1, "tdnzoo.data": 1,
     "tdnzoo.models.backbone": 2, "tdnzoo.models.video": 2, "tdnzoo.models.probe": 2, "tdnzoo.models.ops": 2,
     "tdnzoo.models.tokens": 2, "tdnzoo.models.insertion": 2, "tdnzoo.models.fusion": 2,

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..data.datasets import DATASET_PRESETS, CollatableSamples, VideoDataset, build_dataset
 from ..data.transforms import eval_transform, train_transform
 from ..errors import TdnzooError
+from ..progress import progress
 from .config import TrainConfig
 from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from .metrics import MetricsLog, topk_correct
@@ -162,11 +163,9 @@ def _loader(dataset: Dataset, batch_size: int, sampler, cfg: TrainConfig, device
 
 
 def _progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, dynamic_ncols=True, leave=False, **kwargs)
+    # Never tqdm(loader): it opens a throwaway loader iterator, which draws from the global torch
+    # generator (other dropout masks than without the bar) and starts workers (tdnzoo.progress).
+    return progress(iterable, enabled, leave=False, **kwargs)
 
 
 def _train_epoch(
@@ -206,8 +205,7 @@ def _train_epoch(
         loss_sum += float(loss.detach()) * n
         correct1, correct5, seen, steps = correct1 + c1, correct5 + c5, seen + n, steps + 1
         skipped += [p for joined in bad for p in joined.split("\n") if p]
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.3g}")
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.3g}")
         if step_callback is not None:
             step_callback(epoch, step)
     elapsed = time.perf_counter() - start
