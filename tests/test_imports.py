@@ -13,7 +13,8 @@ The ranks (``docs/design.md`` §7 explains them):
 3. ``models.pretrained`` (one metadata record per weight), ``models.registry`` (names),
    ``models.checkpoint``, ``models.official`` (reading, converting, writing weights),
    ``models.zoo_table``: names and weights, no model building.
-4. ``models.hub_download``, ``models.hub_loading``: download weights and read exports; they hand files
+4. ``models.hub_download``, ``models.hub_loading``, ``models.description``: download weights, read exports and
+   what trained weights record (classes, clip settings); they hand files
    and configs back and never build a model (timm keeps its ``_hub`` in ``models`` too).
 5. ``models.builder``, ``models.factory`` and the ``models`` package: the one path that builds a
    model (``create_model``), which asks ``models.hub_loading`` for files, as timm's ``_factory`` asks
@@ -43,7 +44,7 @@ RANKS = {
     "tdnzoo.models.placement": 2, "tdnzoo.models.families": 2, "tdnzoo.models.contract": 2,
     "tdnzoo.models.pretrained": 3, "tdnzoo.models.registry": 3, "tdnzoo.models.checkpoint": 3,
     "tdnzoo.models.official": 3, "tdnzoo.models.zoo_table": 3,
-    "tdnzoo.models.hub_download": 4, "tdnzoo.models.hub_loading": 4,
+    "tdnzoo.models.hub_download": 4, "tdnzoo.models.hub_loading": 4, "tdnzoo.models.description": 4,
     "tdnzoo.models.builder": 5, "tdnzoo.models.factory": 5,
     "tdnzoo.train": 6, "tdnzoo.eval": 6, "tdnzoo.export": 6, "tdnzoo.hub": 6,
     "tdnzoo.prediction": 7, "tdnzoo.bench": 7,

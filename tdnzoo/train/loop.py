@@ -140,10 +140,20 @@ def _checkpoint(
         "model_args": _plain(getattr(plain, "model_args", {})),
         "num_classes": int(getattr(plain, "num_classes", 0)),
         "class_names": list(class_names or []),
+        # What predict, eval and the exports read back (tdnzoo.models.description), with no flag repeated.
+        "description": _description(cfg, plain, class_names),
         "best_metric": best.get("metric"),
         "best_epoch": best.get("epoch"),
         "metrics": metrics,
     }
+
+
+def _description(cfg: TrainConfig, model: nn.Module, class_names: list[str] | None) -> dict[str, Any]:
+    from ..models.description import describe_model
+
+    described = dataclasses.replace(describe_model(model), class_names=tuple(class_names) if class_names else None,
+                        input_size=cfg.input_size, test_views=DATASET_PRESETS[cfg.dataset].default_views)
+    return described.to_dict()
 
 
 def _plain(value: Any) -> Any:
