@@ -4,7 +4,7 @@ import each other in a circle.
 
 The ranks (``docs/design.md`` §7 explains them):
 
-0. ``errors``, ``version``, ``labels``: what everything may use.
+0. ``errors``, ``version``, ``labels``, ``progress``: what everything may use.
 1. ``layers`` (the temporal modules) and ``data`` (decoding, sampling, transforms): independent leaves.
 2. ``models.backbone``, ``models.video`` and the modules they are built from (``methods``, the method
    table; ``probe``, ``ops``, ``tokens``, ``insertion``, ``fusion``, ``difference``), ``models.contract``
@@ -14,7 +14,8 @@ The ranks (``docs/design.md`` §7 explains them):
 3. ``models.pretrained`` (one metadata record per weight), ``models.registry`` (names),
    ``models.checkpoint``, ``models.official`` (reading, converting, writing weights),
    ``models.zoo_table``: names and weights, no model building.
-4. ``models.hub_download``, ``models.hub_loading``: download weights and read exports; they hand files
+4. ``models.hub_download``, ``models.hub_loading``, ``models.description``: download weights, read exports and
+   what trained weights record (classes, clip settings); they hand files
    and configs back and never build a model (timm keeps its ``_hub`` in ``models`` too).
 5. ``models.builder``, ``models.factory`` and the ``models`` package: the one path that builds a
    model (``create_model``), which asks ``models.hub_loading`` for files, as timm's ``_factory`` asks
@@ -36,7 +37,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tdnzoo"
 
 # A module's rank is its own entry, else that of the nearest package listed here as a whole.
 RANKS = {
-    "tdnzoo.errors": 0, "tdnzoo.version": 0, "tdnzoo.labels": 0,
+    "tdnzoo.errors": 0, "tdnzoo.version": 0, "tdnzoo.labels": 0, "tdnzoo.progress": 0,
     "tdnzoo.layers": 1, "tdnzoo.data": 1,
     "tdnzoo.models.backbone": 2, "tdnzoo.models.video": 2, "tdnzoo.models.probe": 2, "tdnzoo.models.ops": 2,
     "tdnzoo.models.tokens": 2, "tdnzoo.models.insertion": 2, "tdnzoo.models.fusion": 2,
@@ -45,7 +46,7 @@ RANKS = {
     "tdnzoo.models.methods": 2, "tdnzoo.models.causal": 2, "tdnzoo.models.streaming": 2,
     "tdnzoo.models.pretrained": 3, "tdnzoo.models.registry": 3, "tdnzoo.models.checkpoint": 3,
     "tdnzoo.models.official": 3, "tdnzoo.models.zoo_table": 3,
-    "tdnzoo.models.hub_download": 4, "tdnzoo.models.hub_loading": 4,
+    "tdnzoo.models.hub_download": 4, "tdnzoo.models.hub_loading": 4, "tdnzoo.models.description": 4,
     "tdnzoo.models.builder": 5, "tdnzoo.models.factory": 5,
     "tdnzoo.train": 6, "tdnzoo.eval": 6, "tdnzoo.export": 6, "tdnzoo.hub": 6,
     "tdnzoo.prediction": 7, "tdnzoo.bench": 7,

@@ -102,6 +102,27 @@ def test_kill_and_resume_equals_an_uninterrupted_run(data, tmp_path):
     assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
 
 
+def test_seeded_training_is_the_same_with_or_without_progress_bars_and_workers(tmp_path, capsys):
+    """Same seed, same losses, exactly: the progress bars and the loading processes draw nothing from
+    the training's generators (tqdm(loader) used to open a throwaway loader iterator, which drew a
+    seed from torch's global generator and so changed every dropout mask after it)."""
+    # Frame folders: a worker forked after PyAV decoded in this process can hang in swscale's
+    # inherited thread pool (a decoding matter, not this test's).
+    data = make_folder_dataset(tmp_path / "frames", num_classes=2, per_class={"train": 4, "val": 1},
+                               num_frames=12, frame_folders=True)
+    losses = {}
+    for progress, workers in ((False, 0), (True, 0), (False, 1), (True, 1)):
+        for run in range(2):  # each way twice: a setting that does not repeat itself proves nothing
+            out = tmp_path / f"progress{progress}_workers{workers}_{run}"
+            result = train(tiny(data, out, progress=progress, workers=workers, dropout=0.5))
+            losses[progress, workers, run] = [(r["train_loss"], r["val_loss"]) for r in result.history]
+            bars = capsys.readouterr().err
+            assert ("epoch 2/2" in bars) == progress  # the bars ran (and only when asked for)
+    reference = losses[False, 0, 0]
+    assert len(reference) == 2 and reference[0] != reference[1]
+    assert {k: v for k, v in losses.items() if v != reference} == {}
+
+
 def test_an_existing_run_is_never_overwritten(data, tmp_path):
     train(tiny(data, tmp_path / "run", epochs=1))
     with pytest.raises(TrainingError, match="--resume"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", dest="list_file", default=None, help="list file (list layouts)")
     p.add_argument("--val-list", dest="list_file", help=argparse.SUPPRESS)
     p.add_argument("--num-segments", type=int, default=None, help="segments per clip (default: the model's)")
-    p.add_argument("--input-size", type=int, default=None, help="crop side (default: the model's, 224)")
+    p.add_argument("--input-size", type=int, default=None, help="crop side (default: the size the weights were trained at, else 224)")
     p.add_argument("--views", default=None,
-                   help="CLIPSxCROPS, e.g. 1x1, 1x3, 10x3 (default: 10x3 for kinetics, else 1x1: the official protocols)")
+                   help="CLIPSxCROPS, e.g. 1x1, 1x3, 10x3 (default: the weights' test views, else 10x3 for kinetics, "
+                   "else 1x1: the official protocols)")
     p.add_argument("--no-full-res", dest="full_res", action="store_false",
                    help="3-crop views at the input size instead of the full resized side")
     p.add_argument("--batch-size", type=int, default=1, help="videos per batch (each brings CLIPS*CROPS views)")
@@ -46,14 +48,20 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.datasets import DATASET_PRESETS
     from ..data.transforms import parse_views, resolve_eval_sizes
-    from ..eval import build_eval_dataset, evaluate, load_eval_model, write_report
+    from ..eval import build_eval_dataset, evaluate, load_described_model, write_report
     from ..train.distributed import setup_distributed
 
-    if args.views is None:
-        args.views = DATASET_PRESETS[args.dataset].default_views
     info = setup_distributed(args.device)
     try:
-        model = load_eval_model(args.model, checkpoint=args.checkpoint, num_segments=args.num_segments)
+        model, notes = load_described_model(args.model, checkpoint=args.checkpoint, num_segments=args.num_segments,
+                                            input_size=args.input_size, views=args.views)
+        if info.is_main:
+            for note in notes:
+                print(f"tdnzoo eval: {note}", file=sys.stderr)
+        if args.views is None:  # the weights' test protocol, else the dataset's official one
+            cfg = model.pretrained_cfg
+            args.views = (f"{cfg['test_clips']}x{cfg.get('test_crops', 1)}" if cfg.get("test_clips")
+                          else DATASET_PRESETS[args.dataset].default_views)
         dataset = build_eval_dataset(
             model, dataset=args.dataset, root=args.data_root, split=args.split, list_file=args.list_file,
             views=args.views, input_size=args.input_size, full_res=args.full_res,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -23,10 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT.onnx", help="file to write")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="weights to load (tdnzoo or official)")
     p.add_argument("--pretrained", action="store_true", help="load the default pretrained weights of NAME")
-    p.add_argument("--num-segments", type=int, default=None, metavar="N", help="segments (default: the tag's, else 8)")
+    p.add_argument("--num-segments", type=int, default=None, metavar="N", help="segments (default: the checkpoint's or the tag's, else 8)")
     p.add_argument("--num-classes", type=int, default=None, metavar="K",
                    help="classes (default: the tag's or checkpoint's, else 400)")
-    p.add_argument("--size", type=int, default=None, metavar="S", help="frame height and width (default: the model's, 224)")
+    p.add_argument("--size", type=int, default=None, metavar="S", help="frame height and width (default: the size the weights were trained at, else 224)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
     p.add_argument("--batch-size", type=int, default=1, metavar="B", help="fixed batch size without --dynamic-batch")
     p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default 18)")
@@ -39,18 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
+    from ..eval.model import load_described_model
     from ..export.onnx import DEFAULT_OPSET, export_onnx
-    from ..models import create_model
 
     pretrained = args.checkpoint is None and (args.pretrained or "." in args.name
                                                or args.name.startswith(("hf-hub:", "local-dir:")))
-    model = create_model(args.name, pretrained=pretrained, num_classes=args.num_classes,
-                         num_segments=args.num_segments, checkpoint_path=args.checkpoint)
+    model, notes = load_described_model(
+        args.name, checkpoint=args.checkpoint, pretrained=pretrained, require_weights=False,
+        num_segments=args.num_segments, num_classes=args.num_classes, input_size=args.size, flags={"input_size": "--size"},
+    )
+    for note in notes:
+        print(f"tdnzoo export: {note}", file=sys.stderr)
     if not pretrained and args.checkpoint is None:
         print(f"tdnzoo export: note: no --checkpoint or pretrained tag, exporting randomly initialised "
               f"{args.name}", file=sys.stderr)
     result = export_onnx(
-        model, args.out, image_size=args.size, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
+        model, args.out, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
         opset=args.opset or DEFAULT_OPSET, exporter=args.exporter, verify=args.verify, rtol=args.rtol,
         model_name=args.name,
     )
@@ -58,6 +63,9 @@ def run_onnx(args: argparse.Namespace) -> int:
     print(f"wrote {result.path}: {meta['model_name']}, input '{meta['input_name']}' {meta['input_shape']} "
           f"float32 (segment-major, RGB, mean {meta['mean']}, std {meta['std']}), "
           f"output '{meta['output_name']}' [{'batch' if args.dynamic_batch else args.batch_size}, {model.num_classes}]")
+    names = meta.get("label_names")
+    if names:
+        print(f"label names in its metadata: {', '.join(json.loads(names))}")
     if result.max_error is None:
         print("not verified (--no-verify)")
     else:

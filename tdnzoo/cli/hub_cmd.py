@@ -30,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("directory", help="folder to write")
     p.add_argument("--checkpoint-path", help="weights to load first (official release, tdnzoo checkpoint, safetensors)")
     p.add_argument("--pretrained", action="store_true", help="load the tag's pretrained weights first")
-    p.add_argument("--num-segments", type=int, default=None)
-    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--num-segments", type=int, default=None, help="segments (default: the checkpoint's or the tag's)")
+    p.add_argument("--num-classes", type=int, default=None, help="classes (default: the checkpoint's or the tag's)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="frame side recorded for the weights (default: the size they were trained at)")
     p.add_argument("--repo-id", help="Hub repository the folder is meant for (shown in the card)")
     p.set_defaults(func=run_export)
 
@@ -64,12 +66,20 @@ def run_zoo_table(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from ..eval.model import load_described_model
     from ..hub import save_pretrained
-    from ..models import create_model
 
-    model = create_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes,
-                         num_segments=args.num_segments, checkpoint_path=args.checkpoint_path)
+    model, notes = load_described_model(
+        args.model, checkpoint=args.checkpoint_path, pretrained=args.pretrained, require_weights=False,
+        num_segments=args.num_segments, num_classes=args.num_classes, input_size=args.input_size,
+    )
+    for note in notes:
+        print(f"tdnzoo save-pretrained: {note}", file=sys.stderr)
     folder = save_pretrained(model, args.directory, repo_id=args.repo_id)
-    print(f"wrote {folder}: model.safetensors, config.json, README.md ({model.num_classes} classes, "
-          f"{model.num_segments} segments); load it with tdnzoo.create_model('local-dir:{folder}', pretrained=True)")
+    cfg = model.pretrained_cfg
+    names = cfg.get("label_names")
+    shown = f": {', '.join(names)}" if names else ""
+    print(f"wrote {folder}: model.safetensors, config.json, README.md ({model.num_classes} classes{shown}; "
+          f"{model.num_segments} segments, {tuple(cfg.get('input_size', (3, 224, 224)))[-1]} px); "
+          f"load it with tdnzoo.create_model('local-dir:{folder}', pretrained=True)")
     return 0

@@ -101,8 +101,12 @@ def _run(args: argparse.Namespace) -> int:
         parse_span(args.window or "2s", 1.0, name="--window")
         if args.stride is not None:
             parse_span(args.stride, 1.0, name="--stride")
-    model, name = load_predict_model(args.model, checkpoint=args.checkpoint, num_segments=args.num_segments)
+    notes: list[str] = []
     views = args.views if args.views is not None or not sliding else "1x1"
+    model, name = load_predict_model(args.model, checkpoint=args.checkpoint, num_segments=args.num_segments,
+                                     input_size=args.input_size, views=args.views, notes=notes)
+    for note in notes:
+        _error(note)
     spec = resolve_view_spec(model, views=views, input_size=args.input_size, full_res=args.full_res)
     names = class_names_of(model, args.labels)
     device = default_device(args.device)

@@ -230,7 +230,10 @@ class CollatableSamples(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, str]:
         sample = self.dataset.load(index)
-        return sample.clip, sample.label, index, "\n".join(sample.skipped)
+        # One memory layout whatever the worker count: the main process's collate keeps the clip's
+        # strides (channels-last from the decoder) but a worker's collates into a contiguous buffer,
+        # and convolutions on the two layouts round differently, so seeded runs would drift apart.
+        return sample.clip.contiguous(), sample.label, index, "\n".join(sample.skipped)
 
     def describe_item(self, index: int) -> str:
         return self.dataset.describe_item(index)

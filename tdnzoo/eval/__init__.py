@@ -14,7 +14,7 @@ Example:
     >>> result.top1, result.top5
 """
 from .dataset import build_eval_dataset
-from .model import load_eval_model, read_training_meta
+from .model import load_described_model, load_eval_model, read_training_meta
 from .report import published_numbers, write_report
 from .runner import evaluate
 from .scores import EvalResult, average_view_scores
@@ -24,6 +24,7 @@ __all__ = [
     "average_view_scores",
     "build_eval_dataset",
     "evaluate",
+    "load_described_model",
     "load_eval_model",
     "published_numbers",
     "read_training_meta",

@@ -7,6 +7,7 @@ from torch import nn
 from ..data.datasets import CollatableSamples, VideoDataset
 from ..data.transforms import ThreeCrop
 from ..data.workers import DEFAULT_WORKER_TIMEOUT_S, watched_loader
+from ..progress import progress as progress_bar
 from ..train.distributed import ShardSampler, all_gather_objects
 from .scores import EvalResult, average_view_scores
 
@@ -47,10 +48,7 @@ def evaluate(
         CollatableSamples(dataset), batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
         workers=workers, timeout_s=worker_timeout_s, pin_memory=device.type == "cuda",
     )
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc="evaluate", dynamic_ncols=True)
+    loader = progress_bar(loader, progress and rank == 0, desc="evaluate")  # never tqdm(loader): see tdnzoo.progress
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
         if amp in ("bf16", "fp16") else None

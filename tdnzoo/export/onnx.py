@@ -12,6 +12,7 @@ clips and refuses a file whose logits differ from PyTorch's by more than ``rtol`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import TdnzooError
+from ..models.description import describe_model
 from ..version import __version__
 
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ DEFAULT_RTOL = 1e-4
 # metadata_props are strings; these keys hold JSON (numbers, lists, booleans, dicts).
 _JSON_KEYS = frozenset({
     "num_classes", "num_segments", "frames_per_segment", "num_frames", "input_shape", "image_size", "mean",
-    "std", "crop_pct", "label_names", "dynamic_batch", "opset", "pretrained_cfg",
+    "std", "crop_pct", "label_names", "dynamic_batch", "opset", "pretrained_cfg", "description",
 })
 
 
@@ -180,6 +182,9 @@ def onnx_metadata(
             values[key] = cfg[key]
     if labels is not None:
         values["label_names"] = [str(name) for name in labels]
+    # The whole description (tdnzoo.models.description), as config.json and training checkpoints hold it.
+    described = describe_model(model)
+    values["description"] = dataclasses.replace(described, input_size=h if h == w else described.input_size).to_dict()
     values["pretrained_cfg"] = cfg
     return {k: json.dumps(v, default=str) if k in _JSON_KEYS else str(v) for k, v in values.items()}
 

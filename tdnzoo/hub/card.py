@@ -6,6 +6,8 @@ import os
 from importlib import resources
 from typing import Any
 
+from ..data.transforms import resolve_eval_sizes
+
 __all__ = ["CITATIONS", "card_sections", "model_card_data", "render_model_card"]
 
 CITATIONS = {
@@ -36,6 +38,9 @@ _METHODS = {
            "the channels one segment forward and 1/8 one segment back",
     "tsn": "TSN (Temporal Segment Network, Wang et al., ECCV 2016): a 2D CNN applied to each segment",
 }
+
+
+_SHOWN_NAMES = 50  # class names listed in a card (Kinetics has 400)
 
 
 def _name(cfg: dict[str, Any]) -> str:
@@ -127,7 +132,7 @@ labels = model.pretrained_cfg.get("label_names")
         f"A float tensor `[B, T, 3, H, W]` with `T = {segments} segments x {fps} frame(s) per segment = "
         f"{(segments or 0) * (fps or 1)}`, segment-major, RGB, scaled to [0, 1] and normalised with mean "
         f"`{tuple(cfg.get('mean') or ())}` and std `{tuple(cfg.get('std') or ())}`. Frames: short side resized to "
-        f"{cfg.get('test_resize', 256)} ({cfg.get('interpolation', 'bilinear')}), then cropped to {size}x{size}."
+        f"{cfg.get('test_resize') or resolve_eval_sizes(cfg)[1]} ({cfg.get('interpolation', 'bilinear')}), then cropped to {size}x{size}."
     )
     if (fps or 1) > 1:  # S-TDM (TDN's, or a composition's)
         input_format += f" Each segment brings {fps} consecutive frames; the RGB stream sees the centre one."
@@ -136,6 +141,14 @@ labels = model.pretrained_cfg.get("label_names")
     input_format += (" The output is `[B, num_classes]` logits, the mean over segments of per-segment logits."
                      f" `model.pretrained_cfg['label_names']` holds the {classes} class names"
                      " in index order." if cfg.get("label_names") else "")
+    names = list(cfg.get("label_names") or ())
+    if names:
+        shown = ", ".join(f"`{n}`" for n in names[:_SHOWN_NAMES])
+        more = f" and {len(names) - _SHOWN_NAMES} more" if len(names) > _SHOWN_NAMES else ""
+        input_format += f"\n\nClasses ({len(names)}, in index order): {shown}{more}."
+    if cfg.get("test_clips") or cfg.get("test_crops"):
+        input_format += (f"\n\nTest views: {cfg.get('test_clips', 1)} clip(s) x {cfg.get('test_crops', 1)} crop(s) "
+                         f"of {segments} segments at {size}x{size}.")
 
     if cfg.get("top1") is not None:
         evaluation = (

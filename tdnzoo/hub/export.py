@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from ..models.checkpoint import save_weights, sha256_of
+from ..models.description import DESCRIPTION_KEY, describe_model
 from ..version import __version__
 from .card import render_model_card
 
@@ -52,6 +53,8 @@ def export_config(model: nn.Module, *, sha256: str | None = None, repo_id: str |
         "num_segments": model.num_segments,
         "frames_per_segment": model.frames_per_segment,
         "label_names": list(labels) if labels is not None else None,
+        # Class names and clip settings in one place, as training checkpoints and ONNX files hold them.
+        DESCRIPTION_KEY: describe_model(model).to_dict(),
         "model_args": dict(model.model_args),
         "pretrained_cfg": cfg,
         "tdnzoo_version": __version__,
@@ -94,7 +97,8 @@ def save_pretrained(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = save_weights(model, directory / WEIGHTS_NAME, {"tdnzoo_version": __version__})
+    weights = save_weights(model, directory / WEIGHTS_NAME, {
+        "tdnzoo_version": __version__, DESCRIPTION_KEY: describe_model(model).to_dict()})
     config = export_config(model, sha256=sha256_of(weights), repo_id=repo_id)
     _write_text(directory / "config.json", json.dumps(config, indent=2) + "\n")
     if model_card:
@@ -107,6 +111,7 @@ def write_model_card(config: dict[str, Any], directory: str | os.PathLike, *,
     """Render the card of an export's ``config`` to ``directory/README.md``."""
     cfg = dict(config["pretrained_cfg"])
     cfg["label_names"] = config.get("label_names")
+    cfg["frames_per_segment"] = config.get("frames_per_segment", cfg.get("frames_per_segment"))
     card = render_model_card(cfg, template_path=template_path, **context)
     path = Path(directory) / "README.md"
     _write_text(path, str(card))

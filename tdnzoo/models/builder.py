@@ -20,6 +20,7 @@ from torch import nn
 from ..errors import CheckpointError, CheckpointMismatchError
 from .checkpoint import load_checkpoint, read_state_dict
 from .contract import VideoFeatures
+from .description import ModelDescription, read_description
 from .hub_loading import pretrained_weights_file
 from .methods import BLOCK_TABLE, parse_method
 from .official import convert_official
@@ -28,6 +29,7 @@ from .video import VideoClassifier, temporalize
 __all__ = [
     "DEFAULT_NUM_CLASSES",
     "adapt_in_chans",
+    "apply_description",
     "apply_pretrained_cfg",
     "build_model_with_cfg",
     "load_pretrained",
@@ -52,6 +54,21 @@ def apply_pretrained_cfg(model: nn.Module, cfg: dict[str, Any]) -> None:
     labels = model.pretrained_cfg.get("label_names")
     if labels is not None and len(labels) != model.num_classes:
         del model.pretrained_cfg["label_names"]  # names of another head
+
+
+def apply_description(model: nn.Module, description: ModelDescription | None) -> None:
+    """Record what the loaded weights were trained with (:mod:`.description`) in ``model.pretrained_cfg``:
+    class names (for this head only), input size, mean/std and test views; the tag's resize for
+    its own size goes when the size changes."""
+    if description is None:
+        return
+    entries = description.cfg_entries()
+    if "label_names" in entries and len(entries["label_names"]) != model.num_classes:
+        del entries["label_names"]
+    if "input_size" in entries and tuple(entries["input_size"]) != tuple(model.pretrained_cfg.get("input_size", ())):
+        model.pretrained_cfg.pop("test_resize", None)
+        model.pretrained_cfg.pop("test_crop_size", None)
+    model.pretrained_cfg.update(entries)
 
 
 def reset_pretrained_head(model: nn.Module, name: str, trained: int, requested: int,
@@ -202,14 +219,18 @@ def build_model_with_cfg(
     layer_config = {k: kwargs.pop(k) for k in _LAYER_CONFIG if k in kwargs}
     options, timm_kwargs = split_backbone_kwargs(kwargs)
     in_chans = int(timm_kwargs.pop("in_chans", 3))
+    # What a tdnzoo checkpoint records (classes, names, segments, size, ...) describes the model it
+    # builds, over the tag's cfg: they are the weights loaded last.
+    described = read_description(checkpoint_path) if checkpoint_path is not None else None
     if num_segments is None:
-        num_segments = int(cfg.get("num_segments") or DEFAULT_NUM_SEGMENTS)
+        num_segments = int((described and described.num_segments) or cfg.get("num_segments") or DEFAULT_NUM_SEGMENTS)
     trained = int(cfg["num_classes"]) if cfg.get("num_classes") else None
     if num_classes is None:
         if pretrained and trained:
             num_classes = trained
         elif checkpoint_path is not None:
-            num_classes = classes_in_checkpoint(checkpoint_path) or trained or DEFAULT_NUM_CLASSES
+            num_classes = (described.num_classes or classes_in_checkpoint(checkpoint_path) or trained
+                           or DEFAULT_NUM_CLASSES)
         else:
             num_classes = trained or DEFAULT_NUM_CLASSES
     # Build with the weights' head first; a different num_classes resets it explicitly below.
@@ -243,6 +264,7 @@ def build_model_with_cfg(
         model.model_args["in_chans"] = in_chans
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
+        apply_description(model, described)
     if features_only:
         return VideoFeatures(model, out_indices)
     return model

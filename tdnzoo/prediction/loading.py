@@ -11,7 +11,7 @@ from torch import nn
 
 from ..data.datasets import load_label_names
 from ..data.errors import DataError
-from ..eval.model import load_eval_model, read_training_meta
+from ..eval.model import load_described_model, read_training_meta
 from ..models.checkpoint import load_checkpoint
 
 __all__ = ["class_names_of", "default_device", "load_predict_model"]
@@ -24,15 +24,22 @@ def load_predict_model(
     *,
     checkpoint: str | os.PathLike | None = None,
     num_segments: int | None = None,
+    input_size: int | None = None,
+    views: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[nn.Module, str]:
     """A model in eval mode and a printable name for it: a module as given, or loaded as ``tdnzoo eval`` does.
+
+    The class names, segments, input size, mean/std and test views are those the weights record
+    (:func:`tdnzoo.eval.load_described_model`); explicit values replace them.
 
     Args:
         model: a module, ``NAME[.TAG]`` (a tag brings its published weights) or an export
             (``local-dir:PATH``, ``hf-hub:ORG/NAME``, with its weights); optional when ``checkpoint``
             is a tdnzoo training checkpoint, which records its model.
         checkpoint: weights: a training checkpoint, safetensors, or an official release.
-        num_segments: segments per clip (default: the checkpoint's or the tag's).
+        num_segments, input_size, views: explicit values (default: the recorded ones).
+        notes: a list to receive one line per recorded value an explicit one replaced.
 
     Raises:
         TdnzooError: no weights (an architecture without tag or checkpoint), or weights that do not fit.
@@ -41,17 +48,12 @@ def load_predict_model(
         if checkpoint is not None:
             load_checkpoint(model, checkpoint)
         return model.eval(), _cfg_name(model)
-    loaded = load_eval_model(model, checkpoint=checkpoint, num_segments=num_segments)
     meta = read_training_meta(checkpoint) if checkpoint is not None else {}
-    size = (meta.get("args") or {}).get("input_size")
-    if size:
-        # Predict at the size the checkpoint was trained at (a cfg without tag says the official 224).
-        loaded.pretrained_cfg["input_size"] = (3, int(size), int(size))
-        loaded.pretrained_cfg.pop("test_resize", None)
-    names = meta.get("class_names")
-    if names and len(names) == getattr(loaded, "num_classes", -1):
-        loaded.pretrained_cfg["label_names"] = list(names)  # the fine-tuned classes, not the tag's
-    return loaded.eval(), str(model or meta.get("model_name") or _cfg_name(loaded))
+    loaded, replaced = load_described_model(model, checkpoint=checkpoint, num_segments=num_segments,
+                                            input_size=input_size, views=views)
+    if notes is not None:
+        notes.extend(replaced)
+    return loaded, str(model or meta.get("model_name") or _cfg_name(loaded))
 
 
 def _cfg_name(model: nn.Module) -> str:

@@ -23,6 +23,7 @@ from ..data.datasets import DATASET_PRESETS, CollatableSamples, VideoDataset, bu
 from ..data.transforms import eval_transform, train_transform
 from ..data.workers import WorkerTimeoutError, watched_loader
 from ..errors import TdnzooError
+from ..progress import progress
 from .config import TrainConfig
 from .distributed import DistInfo, ShardSampler, all_gather_objects, all_reduce_sum, barrier, setup_distributed
 from .metrics import MetricsLog, topk_correct
@@ -141,10 +142,20 @@ def _checkpoint(
         "model_args": _plain(getattr(plain, "model_args", {})),
         "num_classes": int(getattr(plain, "num_classes", 0)),
         "class_names": list(class_names or []),
+        # What predict, eval and the exports read back (tdnzoo.models.description), with no flag repeated.
+        "description": _description(cfg, plain, class_names),
         "best_metric": best.get("metric"),
         "best_epoch": best.get("epoch"),
         "metrics": metrics,
     }
+
+
+def _description(cfg: TrainConfig, model: nn.Module, class_names: list[str] | None) -> dict[str, Any]:
+    from ..models.description import describe_model
+
+    described = dataclasses.replace(describe_model(model), class_names=tuple(class_names) if class_names else None,
+                        input_size=cfg.input_size, test_views=DATASET_PRESETS[cfg.dataset].default_views)
+    return described.to_dict()
 
 
 def _plain(value: Any) -> Any:
@@ -178,11 +189,9 @@ class _SkipFirst(Sampler):
 
 
 def _progress(iterable, enabled: bool, **kwargs):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, dynamic_ncols=True, leave=False, **kwargs)
+    # Never tqdm(loader): it opens a throwaway loader iterator, which draws from the global torch
+    # generator (other dropout masks than without the bar) and starts workers (tdnzoo.progress).
+    return progress(iterable, enabled, leave=False, **kwargs)
 
 
 def _train_epoch(
@@ -222,8 +231,7 @@ def _train_epoch(
         loss_sum += float(loss.detach()) * n
         correct1, correct5, seen, steps = correct1 + c1, correct5 + c5, seen + n, steps + 1
         skipped += [p for joined in bad for p in joined.split("\n") if p]
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.3g}")
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lr:.3g}")
         if step_callback is not None:
             step_callback(epoch, step)
     elapsed = time.perf_counter() - start
