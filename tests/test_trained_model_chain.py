@@ -14,6 +14,7 @@ import torch
 import tdnzoo
 from tdnzoo.cli import main as cli_main
 from tdnzoo.export.onnx import read_onnx_metadata
+from tdnzoo.models.description import override, read_description
 
 from .datagen import make_folder_dataset
 
@@ -95,3 +96,19 @@ def test_classes_and_clip_settings_travel_from_training_to_every_export(tmp_path
     loaded = tdnzoo.create_model(f"local-dir:{export}", pretrained=True).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(clip), model.eval()(clip))
+
+
+def test_checkpoints_from_before_the_description_still_describe_their_model(tmp_path):
+    """A training checkpoint without the ``description`` entry is read from its other fields; a flag's note names both values."""
+    path = tmp_path / "old.pt"
+    torch.save({"format": "tdnzoo-train", "architecture": "tsn_test_resnet", "num_classes": 3, "class_names": NAMES,
+                "args": {"input_size": 96, "num_segments": 4}, "model_args": {"num_segments": 4, "frames_per_segment": 1}},
+               path)
+    desc = read_description(path)
+    assert (desc.class_names, desc.num_segments, desc.frames_per_segment, desc.input_size) == (tuple(NAMES), 4, 1, 96)
+    changed, notes = override(desc, input_size=(128, "--input-size"), num_segments=(4, "--num-segments"),
+                              num_classes=(5, "--num-classes"))
+    assert notes == ["input size 128 (from --input-size; the checkpoint old.pt says 96)",
+                     "classes 5 (from --num-classes; the checkpoint old.pt says 3)"]
+    assert changed.class_names is None  # names of 3 classes do not name 5
+    assert read_description(tmp_path / "official.pth").to_dict() == {}  # not there, or not tdnzoo's: nothing known

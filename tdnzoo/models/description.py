@@ -122,7 +122,9 @@ def _typed(cls: type[ModelDescription], values: Mapping[str, Any], source: str) 
         value = values.get(key)
         return None if value is None else kind(value)
 
-    floats = lambda v: tuple(float(x) for x in v)  # noqa: E731
+    def floats(v: Sequence[Any]) -> tuple[float, ...]:
+        return tuple(float(x) for x in v)
+
     views = values.get("test_views")
     if isinstance(views, (list, tuple)):
         views = f"{int(views[0])}x{int(views[1])}"
