@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,54 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(models_cmd, "run_list", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["list"])
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path, monkeypatch):
+    """The Hub at a closed local port (refused at once, as without network), HF_HUB_OFFLINE unset, an empty cache."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def published_tag(monkeypatch):
+    """A pretrained tag of a tiny model, published on the Hub (with its hash) like the real ones."""
+    from tdnzoo.models.pretrained import PRETRAINED_CFGS
+
+    cfg = {"architecture": "tsn_test_resnet", "tag": "offline_test", "method": "tsn", "backbone": "test_resnet",
+           "num_classes": 5, "num_segments": 2, "hf_hub_id": "tdnzoo/tsn_test_resnet.offline_test",
+           "hf_hub_revision": "main", "hf_hub_filename": "model.safetensors", "sha256": "0" * 64}
+    monkeypatch.setitem(PRETRAINED_CFGS, "tsn_test_resnet.offline_test", cfg)
+    return "tsn_test_resnet.offline_test"
+
+
+# huggingface_hub alone retries each file 5 times with back-off (23 s a file, a tag tries two).
+@pytest.mark.parametrize("kind", ["hf-hub", "tag"])
+def test_no_network_fails_at_once_with_one_line(kind, unreachable_hub, published_tag, tmp_path, capsys, caplog):
+    model = "hf-hub:nobody/no-such-model" if kind == "hf-hub" else published_tag
+    caplog.set_level(logging.INFO)
+    start = time.perf_counter()
+    code = main(["predict", str(tmp_path / "clip.mp4"), "--model", model])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("tdnzoo predict: error: ") and "does not answer" in err[0]
+    assert "HF_HUB_OFFLINE" in err[0] and "local-dir:" in err[0]
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub")], "no retries, no warnings"
+    assert elapsed < 15.0  # about 1 s (the model's construction and imports included) on a quiet machine
+
+
+def test_no_network_still_serves_the_cache(unreachable_hub):
+    from tdnzoo.models.hub_download import download_weights
+
+    snapshot = unreachable_hub / "models--org--cached" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "pytorch_model.bin").write_bytes(b"weights")
+    (unreachable_hub / "models--org--cached" / "refs").mkdir()
+    (unreachable_hub / "models--org--cached" / "refs" / "main").write_text("0" * 40)
+    # the safetensors file is neither on the (unreachable) Hub nor cached: the cached pickle is found
+    assert download_weights("org/cached").read_bytes() == b"weights"
