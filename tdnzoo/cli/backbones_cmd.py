@@ -40,6 +40,12 @@ def run_families(args: argparse.Namespace) -> int:
 def run_table(args: argparse.Namespace) -> int:
     from ..bench.survey import family_table, load_family_list, render_table
 
+    if args.write:  # checked before the table runs for half an hour
+        text = Path(args.write).read_text()
+        if TABLE_START not in text or TABLE_END not in text:
+            raise ValueError(f"{args.write} has no {TABLE_START} ... {TABLE_END} markers")
+    if args.json and not Path(args.json).parent.is_dir():
+        raise NotADirectoryError(f"--json {args.json}: {Path(args.json).parent} is not a folder")
     if args.recount_flops and not args.from_json:
         raise ValueError("--recount-flops recounts a saved run: give it --from-json PATH")
     if args.from_json:
