@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import tdnzoo
 from tdnzoo.cli import build_parser, iter_commands, main
 
 
@@ -18,6 +19,46 @@ def test_list_filters(capsys):
     assert main(["list", "tdn_resnet*"]) == 0
     names = capsys.readouterr().out.split()
     assert "tdn_resnet50" in names and all(n.startswith("tdn_resnet") for n in names)
+
+
+def test_list_shows_common_models_of_every_kind(capsys):
+    from tdnzoo.models.registry import COMMON_CNNS, COMMON_HYBRIDS, COMMON_TRANSFORMERS
+
+    assert main(["list"]) == 0
+    names = set(capsys.readouterr().out.split())
+    for kind in (COMMON_CNNS, COMMON_HYBRIDS, COMMON_TRANSFORMERS):
+        assert kind and {f"tdn_{b}" for b in kind} <= names
+    assert {"tdn_vit_small_patch16_224", "tsm_swin_tiny_patch4_window7_224", "tsn_coatnet_0_rw_224"} <= names
+
+
+def test_common_backbones_belong_to_families_all_three_methods_pass():
+    """Each listed backbone's timm family is one the family table (docs/backbones.md) checks with TSN, TSM
+    and TDN; its kind there is the kind it is listed under."""
+    import timm
+
+    from tdnzoo.models.registry import COMMON_CNNS, COMMON_HYBRIDS, COMMON_TRANSFORMERS
+
+    table = json.loads((Path(__file__).parents[1] / "docs" / "backbones_results.json").read_text())
+    families = {r["family"]: r for r in table}
+    for kind, names in (("cnn", COMMON_CNNS), ("hybrid", COMMON_HYBRIDS), ("transformer", COMMON_TRANSFORMERS)):
+        for name in names:
+            family = next(m for m in timm.list_modules() if name in timm.list_models(module=m))
+            row = families[family]
+            assert all(row[m]["ok"] for m in ("tsn", "tsm", "tdn")), name
+            # a family mixes kinds at times (efficientvit): the table's example model stands for it
+            assert row["kind"] == kind or family in ("maxxvit", "efficientformer_v2", "metaformer"), (name, row["kind"])
+
+
+def test_a_wildcard_after_the_method_matches_any_timm_name(capsys):
+    import timm
+
+    assert main(["list", "tdn_vit*"]) == 0
+    names = capsys.readouterr().out.split()
+    assert names and all(n.startswith("tdn_vit") for n in names)
+    assert {f"tdn_{b}" for b in timm.list_models("vit*")} == set(names)
+    assert tdnzoo.list_models("tdn_vit*") == names  # Python agrees
+    assert "tsm_tnt_s_patch16_224" not in tdnzoo.list_models("tsm_tnt*")  # a family TSM refuses is not listed
+    assert "tsn_tnt_s_patch16_224" in tdnzoo.list_models("tsn_tnt*")
 
 
 def test_info_prints_the_model(capsys):
