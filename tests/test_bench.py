@@ -56,7 +56,7 @@ def test_peak_memory_counts_live_tensors():
 
 def test_tiny_report_has_every_file_and_ratios(tmp_path):
     config = SpeedConfig(backbones=("test_resnet",), num_segments=2, size=64, rounds=2, train_rounds=1, warmup=1,
-                         throughput_batches=(2,))
+                         throughput_batches=(2,), compile="none")
     result = run_speed_benchmark(config, progress=False)
     paths = write_speed_report(result, tmp_path)
     data = json.loads(paths["json"].read_text())
@@ -65,7 +65,7 @@ def test_tiny_report_has_every_file_and_ratios(tmp_path):
     assert rows["tsn_test_resnet"]["latency_ratio"] == 1.0
     tdn = rows["tdn_test_resnet"]
     assert tdn["latency_ms"] > 0 and tdn["train_step_ms"] > 0 and tdn["throughput_clips_s"]["2"] > 0
-    assert tdn["gflops_ratio"] > 1.0 and tdn["peak_memory_mb"] > 0
+    assert tdn["gflops_ratio"] > 1.0 and tdn["activation_peak_mb"] > 0
     assert data["machine"]["torch"] == torch.__version__ and data["settings"]["size"] == 64
     assert data["settings"]["fixed_malloc"] is True
     assert tdn["latency_page_faults"] >= 0 and len(tdn["train_step_page_faults_samples"]) == 1
@@ -92,15 +92,61 @@ def test_compiled_bf16_channels_last_report_times_eager_and_compiled_side_by_sid
     assert compiled["latency_ratio"] > 0 and compiled["latency_vs_eager"] > 0 and compiled["train_vs_eager"] > 0
     assert set(compiled["throughput_clips_s"]) == {1, 2}
     assert rows["tsn_test_resnet", "compiled"]["latency_ratio"] == 1.0  # compiled TSN is the compiled baseline
-    assert "peak_memory_mb" not in compiled and rows["tsm_test_resnet", "eager"]["peak_memory_mb"] > 0
+    assert "activation_peak_mb" not in compiled and rows["tsm_test_resnet", "eager"]["activation_peak_mb"] > 0
     table = markdown_table(result)
-    assert "| tsm_test_resnet (compiled) |" in table and "clips/s at batch 2" in table and "latency vs eager" in table
+    assert "| tsm_test_resnet |" in table and "clips/s at batch 2 compiled" in table and "compiled / eager" in table
+    assert "train step ms compiled (IQR)" in table
+
+
+def test_default_report_times_compiled_latency_beside_eager(tmp_path):
+    """The default: eager everything, plus the latency of the compiled BN-folded copy, compiled once."""
+    config = SpeedConfig(models=("tsn_test_resnet",), num_segments=2, size=64, rounds=2, train_rounds=1, warmup=1,
+                         throughput_batches=(2,))
+    assert config.compile == "latency"
+    with torch._inductor.config.patch(compile_threads=1):
+        result = run_speed_benchmark(config, progress=False)
+    rows = {r["variant"]: r for r in result.rows}
+    assert set(rows) == {"eager", "compiled"}
+    eager, compiled = rows["eager"], rows["compiled"]
+    assert compiled["latency_ms"] > 0 and compiled["latency_vs_eager"] > 0 and compiled["compile_s"] > 0
+    assert "throughput_clips_s" not in compiled and "train_step_ms" not in compiled  # no second compile
+    assert eager["throughput_clips_s"][2] > 0 and eager["train_step_ms"] > 0
+    table = markdown_table(result)
+    lines = [line for line in table.splitlines() if line.startswith("| tsn_test_resnet |")]
+    assert len(lines) == 1  # one line per model, its forms side by side
+    assert "latency ms eager (IQR) | latency ms compiled (IQR) | compiled / eager" in table
+    assert "compiled once per model" in table and "fuse_for_inference" in table
+
+
+def _noisy_result(spread_ms: float):
+    from tdnzoo.bench.speed import SpeedResult, noise_warnings
+
+    row = {"model": "tsn_test_resnet", "variant": "eager", "method": "tsn", "backbone": "test_resnet", "params": 1e6,
+           "gflops": 1.0, "latency_ms": 10.0, "latency_spread_ms": spread_ms,
+           "latency_samples_ms": [10.0 - spread_ms / 2, 10.0, 10.0, 10.0 + spread_ms / 2]}
+    machine = {"cpu": "cpu", "cpu_count": 2, "torch_threads": 2, "torch": "t", "timm": "t", "tdnzoo": "t",
+               "python": "3", "load_average_before": [7.5, 8.0, 8.1], "load_average_after": [7.9, 8.0, 8.1]}
+    settings = SpeedConfig(models=("tsn_test_resnet",), compile="none", train=False, throughput=False).__dict__
+    result = SpeedResult(settings=dict(settings), machine=machine, rows=[row])
+    result.warnings = noise_warnings(result.rows, machine)
+    return result
+
+
+def test_a_spread_above_a_tenth_of_the_median_is_flagged_with_the_load(tmp_path, capsys):
+    assert not _noisy_result(spread_ms=0.9).warnings  # 9% of the median: fine
+    noisy = _noisy_result(spread_ms=3.0)
+    assert "load average 7.5, 8.0, 8.1" in noisy.warnings[0] and "not to be trusted" in noisy.warnings[0]
+    assert noisy.warnings[1] == "tsn_test_resnet latency 10.0 ms, IQR 3.0 ms (30%)"
+    table = markdown_table(noisy)
+    assert "**Warning: noisy timings" in table and "- tsn_test_resnet latency 10.0 ms" in table
+    paths = write_speed_report(noisy, tmp_path)  # the plot draws the IQR as error bars
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_command(tmp_path, capsys):
     argv = ["bench", "--models", "tsn_test_resnet,tdn_test_resnet", "--num-segments", "2", "--size", "64",
             "--rounds", "1", "--warmup", "0", "--no-train", "--no-throughput", "--no-progress", "--output", str(tmp_path),
-            "--glibc-malloc-defaults"]
+            "--glibc-malloc-defaults", "--no-compile"]
     assert main(argv) == 0
     assert "| tdn_test_resnet |" in capsys.readouterr().out
     assert (tmp_path / "results.json").is_file() and (tmp_path / "speed.png").is_file()
@@ -111,7 +157,8 @@ def test_bench_command(tmp_path, capsys):
 def test_bench_report_on_a_vision_transformer(tmp_path, capsys):
     # FLOPs and the speed report on any model that builds: a ViT (TDN's stream on its patch embedding)
     argv = ["bench", "--models", "tsn_test_vit,tdn_test_vit", "--num-segments", "2", "--size", "160",
-            "--rounds", "1", "--warmup", "0", "--no-train", "--no-throughput", "--no-progress", "--output", str(tmp_path)]
+            "--rounds", "1", "--warmup", "0", "--no-train", "--no-throughput", "--no-progress", "--output", str(tmp_path),
+            "--no-compile"]
     assert main(argv) == 0
     rows = {r["model"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     assert rows["tdn_test_vit"]["gflops"] > rows["tsn_test_vit"]["gflops"] > 0
@@ -245,7 +292,7 @@ def test_a_first_run_prints_no_warnings(tmp_path):
     tdnzoo imports it."""
     argv = [sys.executable, "-W", "always", "-m", "tdnzoo", "bench", "--backbones", "test_resnet", "--num-segments",
             "2", "--size", "64", "--rounds", "1", "--train-rounds", "1", "--warmup", "0", "--throughput-batch", "2",
-            "--no-progress", "--output", str(tmp_path / "bench")]
+            "--no-progress", "--no-compile", "--output", str(tmp_path / "bench")]
     run = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr
     assert "Warning" not in run.stderr and "warn" not in run.stderr.lower(), run.stderr

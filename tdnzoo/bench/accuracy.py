@@ -284,9 +284,18 @@ def run_accuracy_benchmark(
     _check_args(methods, epochs, num_segments, size, videos_per_class, seeds)
     video_size = size if video_size is None else video_size
     output = Path(output)
+    eval_reports = load_eval_reports(merge_eval)  # fail on a bad path before an hour of training
+    # ... and on an unknown backbone or class before the first file is written
+    from ..data.synthetic import _check_class
+    from ..models import parse_model_name
+
+    parse_model_name(f"{methods[0]}_{backbone}")
+    for name in classes or ():
+        _check_class(name)
+    if data_dir is not None:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)  # an unwritable one fails before the report folder exists
     output.mkdir(parents=True, exist_ok=True)
     data_root = Path(data_dir) if data_dir is not None else output / "data"
-    eval_reports = load_eval_reports(merge_eval)  # fail on a bad path before an hour of training
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1; got {threads}")

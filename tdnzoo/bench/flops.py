@@ -5,6 +5,13 @@ linear layers, norms, upsampling and adaptive pooling are counted; element-wise 
 The element-wise arithmetic of the temporal modules (frame and feature differences, the
 temporal conv's multiply-adds, L-TDM's gating) is counted separately and shown beside the
 total, so that nothing is silently dropped. The TSM shift moves memory and does no arithmetic.
+
+fvcore has no counter for some ops that do the work it counts in another form: fused attention
+(``scaled_dot_product_attention``: the ``q @ k^T`` and ``attn @ v`` matmuls it counts when timm runs
+attention unfused), LSTMs, ``padding='same'`` convolutions, fixed average pooling and ``mean`` (as its
+adaptive pooling), bicubic resampling and RMS norm. :func:`_extra_handles` counts them as their unfused
+or sibling op, so that a model counts the same whichever form timm picks. What fvcore still skips
+(activations, softmax, memory ops) is listed with each count (``FlopCount.uncounted``).
 """
 from __future__ import annotations
 
@@ -35,6 +42,74 @@ _ELEMENTWISE_OPS = (
     "aten::addcmul_",
     "aten::sigmoid",
 )
+
+
+def _attention_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``scaled_dot_product_attention(q, k, v)`` as the matmuls it fuses: ``q @ k^T`` and ``attn @ v``.
+
+    fvcore counts the unfused form's two matmuls (one multiply-add per element of each product), so a
+    model counts the same with timm's fused attention as without it; the softmax and the scaling
+    are element-wise and, as there, not counted.
+    """
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    *batch, queries, dim = q
+    keys, value_dim = k[-2], v[-1]
+    return int(math.prod(batch)) * queries * keys * (dim + value_dim)
+
+
+def _lstm_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``aten::lstm`` (Sequencer's token mixer) as its gates' matmuls: per step, direction and layer,
+    ``4 * hidden * (input + hidden)`` multiply-adds, as fvcore counts the same linear layers; the
+    gates' element-wise products are not counted. Weights are not traced, so sizes come from the
+    input, the cell state and the op's constants."""
+    from fvcore.nn.jit_handles import get_shape
+
+    x = get_shape(inputs[0])
+    cell = get_shape(next(iter(inputs[1].node().inputs())))  # hx = [h0, c0], each [layers * dirs, N, hidden]
+    num_layers, bidirectional = inputs[4].toIValue(), inputs[7].toIValue()
+    directions, hidden = (2 if bidirectional else 1), cell[-1]
+    steps = int(math.prod(x[:-1]))  # batch x time, whichever comes first
+    first = 4 * hidden * (x[-1] + hidden)
+    later = 4 * hidden * (directions * hidden + hidden)
+    return steps * directions * (first + (num_layers - 1) * later)
+
+
+def _same_padding_conv_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    """``aten::_convolution_mode``: a convolution with ``padding='same'`` or ``'valid'`` (ConvMixer's), which
+    fvcore's ``_convolution`` counter does not see; counted by that counter's formula."""
+    from fvcore.nn.jit_handles import conv_flop_count, get_shape
+
+    return conv_flop_count(get_shape(inputs[0]), get_shape(inputs[1]), get_shape(outputs[0]), transposed=False)
+
+
+def _per_element(input_cost: int, output_cost: int) -> Any:
+    """fvcore's own per-element counter (``adaptive_avg_pool2d`` and the upsamplings use it)."""
+    from fvcore.nn.jit_handles import elementwise_flop_counter
+
+    return elementwise_flop_counter(input_cost, output_cost)
+
+
+def _extra_handles() -> dict[str, Any]:
+    """Counters for ops fvcore skips that do work it counts in another form (the family survey's
+    attention, recurrent, pooling, resampling and norm ops; each above 0.1% of some family's model):
+    counted as fvcore counts their unfused or sibling op."""
+    from fvcore.nn.jit_handles import norm_flop_counter
+
+    return {
+        "aten::scaled_dot_product_attention": _attention_handle,  # = the unfused q @ k^T and attn @ v
+        "aten::lstm": _lstm_handle,  # = its gates' linear layers
+        "aten::_convolution_mode": _same_padding_conv_handle,  # = aten::_convolution
+        "aten::avg_pool2d": _per_element(1, 0),  # as adaptive_avg_pool2d: one per input element
+        "aten::avg_pool1d": _per_element(1, 0),
+        "aten::mean": _per_element(1, 0),  # timm pools with x.mean((2, 3)) or adaptive_avg_pool2d, by flag
+        "aten::upsample_bicubic2d": _per_element(0, 16),  # as upsample_bilinear2d's 4 taps: 16 taps
+        "aten::upsample_linear1d": _per_element(0, 2),
+        "aten::rms_norm": norm_flop_counter(2),  # as layer_norm (weight at argument 2)
+    }
+
+
 _GROUPS = ("backbone", "S-TDM", "L-TDM", "temporal conv", "head")
 
 
@@ -51,6 +126,9 @@ class FlopCount:
     params: int
     groups: dict[str, float] = field(default_factory=dict)
     elementwise_groups: dict[str, float] = field(default_factory=dict)
+    #: ops fvcore has no counter for, with their number of calls: element-wise by the convention
+    #: (activations, softmax, pooling) unless one does multiply-adds, which would then be missing.
+    uncounted: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +147,9 @@ class FlopCount:
         rows.append(f"| **total** | **{self.gflops:.2f}** | {self.elementwise_gflops:.4f} |")
         rows.append("")
         rows.append(f"params: {self.params:,}. One multiply-add = one flop (fvcore's convention).")
+        if self.uncounted:
+            ops = ", ".join(f"{op.removeprefix('aten::')} x{calls}" for op, calls in self.uncounted.items())
+            rows.append(f"not counted (no fvcore counter: element-wise or memory ops, calls per view): {ops}.")
         return "\n".join(rows)
 
 
@@ -142,10 +223,12 @@ def flop_breakdown(model: nn.Module | str, num_segments: int | None = None, inpu
              for m in model.modules() if isinstance(m, TemporalConv)]
     try:
         analysis = FlopCountAnalysis(model, x)
-        analysis.set_op_handle(**{op: _elementwise_handle for op in _ELEMENTWISE_OPS})
+        analysis.set_op_handle(**{op: _elementwise_handle for op in _ELEMENTWISE_OPS}, **_extra_handles())
+        # fvcore's notices go to the log once per op; the ops it could not count are listed in the result.
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         per_module = analysis.by_module_and_operator()
+        uncounted = dict(sorted(analysis.unsupported_ops().items()))
     finally:
         model.train(was_training)
         for hook in hooks:
@@ -191,6 +274,7 @@ def flop_breakdown(model: nn.Module | str, num_segments: int | None = None, inpu
         params=count_params(model),
         groups=groups,
         elementwise_groups=temporal_elementwise,
+        uncounted=uncounted,
     )
 
 

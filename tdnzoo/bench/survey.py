@@ -32,6 +32,7 @@ __all__ = [
     "family_table",
     "load_family_list",
     "perturb_weights",
+    "recount_flops",
     "reversed_segments",
     "smallest_per_family",
     "timm_families",
@@ -231,6 +232,32 @@ def _gflops(model_name: str, method: str, size: int, kwargs: dict[str, Any]) -> 
     return count_flops(model, input_size=size)
 
 
+def _count_gflops(entry: dict[str, Any]) -> None:
+    """Set ``entry['gflops_ratio']`` (TDN over TSN) for a family both methods run on."""
+    entry.pop("gflops_error", None)
+    if not (entry["tsn"]["ok"] and entry["tdn"]["ok"]):
+        return
+    name, kwargs = entry["model"], entry["kwargs"]
+    try:
+        tsn = _gflops(name, "tsn", entry["tsn"]["size"], kwargs)
+        tdn = _gflops(name, "tdn", entry["tdn"]["size"], kwargs)
+        entry["gflops_ratio"] = tdn / tsn if tsn else None
+    except Exception as exc:  # noqa: BLE001 - a table cell, not a failure of the model
+        entry["gflops_ratio"] = None
+        entry["gflops_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def recount_flops(results: list[dict[str, Any]], *, progress: bool = False) -> list[dict[str, Any]]:
+    """A saved table run with its GFLOPs column counted again (after a change to the counter);
+    the checks are kept as they were run."""
+    for entry in results:
+        before = entry.get("gflops_ratio")
+        _count_gflops(entry)
+        if progress:
+            print(entry["family"], entry["model"], before, "->", entry.get("gflops_ratio"), flush=True)
+    return results
+
+
 def family_table(rows: list[dict[str, Any]] | None = None, *, progress: bool = False) -> tuple[str, list[dict[str, Any]]]:
     """Check every family of the list with TSN, TSM and TDN; the markdown table and the raw results."""
     import timm
@@ -251,14 +278,7 @@ def family_table(rows: list[dict[str, Any]] | None = None, *, progress: bool = F
         for method in METHODS:
             check = check_family(family, name, method, backbone_kwargs=kwargs)
             entry[method] = asdict(check)
-        if entry["tsn"]["ok"] and entry["tdn"]["ok"]:
-            try:
-                tsn = _gflops(name, "tsn", entry["tsn"]["size"], kwargs)
-                tdn = _gflops(name, "tdn", entry["tdn"]["size"], kwargs)
-                entry["gflops_ratio"] = tdn / tsn if tsn else None
-            except Exception as exc:  # noqa: BLE001 - a table cell, not a failure of the model
-                entry["gflops_ratio"] = None
-                entry["gflops_error"] = f"{type(exc).__name__}: {exc}"
+        _count_gflops(entry)
         results.append(entry)
         if progress:
             print(family, name, *(("ok" if entry[m]["ok"] else "refused" if entry[m]["refused"] else "FAIL")

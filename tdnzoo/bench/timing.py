@@ -31,7 +31,8 @@ class Timing:
         """Interquartile range (seconds): how much the rounds disagree."""
         if len(self.samples) < 4:
             return max(self.samples) - min(self.samples)
-        q = statistics.quantiles(self.samples, n=4)
+        # inclusive: the quartiles of the samples themselves, within their range (error bars use them too)
+        q = statistics.quantiles(self.samples, n=4, method="inclusive")
         return q[2] - q[0]
 
 

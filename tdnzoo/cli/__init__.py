@@ -2,14 +2,16 @@
 
 Errors a user can fix (a bad value, a missing file, an unknown model, weights that do not fit) are
 reported here, once for every command, as ``tdnzoo <command>: error: <message>`` on stderr with exit
-status 2; argparse's own errors take the same one-line form. Anything else is a bug and keeps its
-traceback.
+status 2; argparse's own errors take the same one-line form (shared value checks: :mod:`._args`). A
+closed output pipe ends quietly with status 141. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Iterator
 from typing import NoReturn
@@ -57,12 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reader_gone() -> int:
+    """The reader of our output went away (``tdnzoo list | head``): stop quietly, with the status of a
+    program that SIGPIPE ended (128 + 13), as ``ls`` or ``cat`` would. What is left in stdout's buffer goes
+    to /dev/null, so that flushing it at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file (captured): nothing will be flushed into a pipe
+        pass
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``tdnzoo`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, while the handler below can still take it
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except USER_ERRORS as exc:
         print(f"tdnzoo {getattr(args, 'command_path', args.command)}: error: {exc}", file=sys.stderr)
         return 2

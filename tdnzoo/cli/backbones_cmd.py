@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", metavar="PATH", help="also save the raw results as JSON")
     q.add_argument("--families", nargs="*", help="only these families")
     q.add_argument("--from-json", metavar="PATH", help="render the results a previous run saved with --json (no models run)")
+    q.add_argument("--recount-flops", action="store_true",
+                   help="with --from-json: count the GFLOPs column again (the checks are kept as saved)")
     q.set_defaults(func=run_table)
 
 
@@ -38,8 +40,20 @@ def run_families(args: argparse.Namespace) -> int:
 def run_table(args: argparse.Namespace) -> int:
     from ..bench.survey import family_table, load_family_list, render_table
 
+    if args.write:  # checked before the table runs for half an hour
+        text = Path(args.write).read_text()
+        if TABLE_START not in text or TABLE_END not in text:
+            raise ValueError(f"{args.write} has no {TABLE_START} ... {TABLE_END} markers")
+    if args.json and not Path(args.json).parent.is_dir():
+        raise NotADirectoryError(f"--json {args.json}: {Path(args.json).parent} is not a folder")
+    if args.recount_flops and not args.from_json:
+        raise ValueError("--recount-flops recounts a saved run: give it --from-json PATH")
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
+        if args.recount_flops:
+            from ..bench.survey import recount_flops
+
+            results = recount_flops(results, progress=True)
         return _emit(render_table(results), results, args)
     rows = load_family_list()
     if args.families:

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 from ..models.video import METHODS
 from . import bench_accuracy, bench_loader, bench_stream
+from ._args import device_arg, nonnegative_int, positive_int
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -13,9 +17,12 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def _int_csv(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in _csv(text))
+        values = tuple(int(part) for part in _csv(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return values
 
 
 def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,22 +30,25 @@ def _add_speed_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", type=_csv, default=METHODS, help="comma list (default tsn,tsm,tdn)")
     p.add_argument("--backbones", type=_csv, default=("resnet50",), help="comma list of timm backbones (default resnet50)")
     p.add_argument("--models", type=_csv, default=(), help="explicit model names; overrides --methods/--backbones")
-    p.add_argument("--num-segments", type=int, default=8)
-    p.add_argument("--size", type=int, default=160, help="frame size (default 160, reduced from 224 to finish fast)")
-    p.add_argument("--batch", type=int, default=1, help="latency batch (default 1)")
+    p.add_argument("--num-segments", type=positive_int, default=8)
+    p.add_argument("--size", type=positive_int, default=160, help="frame size (default 160, reduced from 224 to finish fast)")
+    p.add_argument("--batch", type=positive_int, default=1, help="latency batch (default 1)")
     p.add_argument("--throughput-batch", type=_int_csv, default=(4,), metavar="N[,N...]",
                    help="batch sizes of the throughput timing, comma list (default 4)")
-    p.add_argument("--rounds", type=int, default=16, help="timed rounds per model (interleaved)")
-    p.add_argument("--train-rounds", type=int, default=8)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=positive_int, default=16, help="timed rounds per model (interleaved)")
+    p.add_argument("--train-rounds", type=positive_int, default=8)
+    p.add_argument("--warmup", type=nonnegative_int, default=2)
+    p.add_argument("--device", type=device_arg, default="cpu")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true",
-                   help="also time every model through torch.compile (inference on its fuse_for_inference copy)")
+    p.add_argument("--compile", nargs="?", const="all", default="latency", choices=("none", "latency", "all"),
+                   help="what is also timed through torch.compile (inference on the fuse_for_inference copy): "
+                   "latency (default: compiled once per model), all (--compile alone: also throughput and the "
+                   "training step) or none")
+    p.add_argument("--no-compile", dest="compile", action="store_const", const="none", help="eager timings only")
     p.add_argument("--no-train", action="store_true", help="skip the training-step timing")
     p.add_argument("--no-throughput", action="store_true", help="skip the batched throughput timing")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     _add_malloc_argument(p)
     p.add_argument("--official-tdn", default=None, metavar="PATH",
                    help="a checkout of MCG-NJU/TDN: also time its TDN-R50 with the same weights")
@@ -55,8 +65,8 @@ def _add_malloc_argument(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("flops", help="GFLOPs per view with a per-module breakdown (fvcore)")
     p.add_argument("name", help="model name, e.g. tdn_resnet50")
-    p.add_argument("--num-segments", type=int, default=None)
-    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--num-segments", type=positive_int, default=None)
+    p.add_argument("--size", type=positive_int, default=224)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_flops)
 
@@ -71,10 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_speed_arguments(modes.add_parser("speed", help="the speed report (the default)"))
     breakdown = modes.add_parser("breakdown", help="where TDN's extra time goes: its parts timed next to TSN")
     breakdown.add_argument("--backbone", default="resnet50")
-    breakdown.add_argument("--num-segments", type=int, default=8)
-    breakdown.add_argument("--size", type=int, default=224)
-    breakdown.add_argument("--rounds", type=int, default=8)
-    breakdown.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    breakdown.add_argument("--num-segments", type=positive_int, default=8)
+    breakdown.add_argument("--size", type=positive_int, default=224)
+    breakdown.add_argument("--rounds", type=positive_int, default=8)
+    breakdown.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     _add_malloc_argument(breakdown)
     breakdown.set_defaults(func=run_breakdown)
     accuracy = modes.add_parser("accuracy", help="train and compare TSN/TSM/TDN on a generated temporal dataset")
@@ -106,6 +116,14 @@ def run_breakdown(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writable_folder(path: str) -> None:
+    """Raise ``OSError`` if ``path`` cannot become a folder (creating nothing)."""
+    folder = Path(path)
+    parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise NotADirectoryError(f"--output {path}: {parent} is not a writable folder")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -122,8 +140,13 @@ def run_bench(args: argparse.Namespace) -> int:
         throughput=not args.no_throughput, official_tdn=args.official_tdn,
         fixed_malloc=not args.glibc_malloc_defaults,
     )
+    if args.official_tdn and not Path(args.official_tdn).is_dir():
+        raise ValueError(f"--official-tdn {args.official_tdn}: no such folder (a checkout of MCG-NJU/TDN)")
+    _writable_folder(args.output)  # before minutes of timing, not after
     result = run_speed_benchmark(config, progress=not args.no_progress)
     paths = write_speed_report(result, args.output)
     print(markdown_table(result))
     print(f"\nwrote {paths['markdown']}, {paths['json']}, {paths['plot']}")
+    if result.warnings:  # also on stderr, where a script piping the report away still shows it
+        print(f"tdnzoo bench: warning: {result.warnings[0]}: " + "; ".join(result.warnings[1:]), file=sys.stderr)
     return 0

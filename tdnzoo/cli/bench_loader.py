@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from ._args import positive_int
+
 
 def register(modes: argparse._SubParsersAction) -> None:
     """Add ``loader`` to the modes of ``tdnzoo bench``."""
@@ -18,8 +20,8 @@ def register(modes: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default="reports/loader", help="report folder (default: reports/loader)")
     p.add_argument("--data-dir", default=None, help="generated inputs, kept for reruns (default: OUTPUT/data)")
     p.add_argument("--files", default=None, help="comma list of h264_256p,h264_720p,vp9_240p,jpeg_100p (default: all)")
-    p.add_argument("--clips", type=int, default=4, help="clips per round and backend (default 4)")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5; each clip's fastest read counts)")
+    p.add_argument("--clips", type=positive_int, default=4, help="clips per round and backend (default 4)")
+    p.add_argument("--rounds", type=positive_int, default=5, help="timed rounds (default 5; each clip's fastest read counts)")
     p.add_argument("--threads", default="1,0", help="decoder threads to time, comma list; 0 = all cores (default 1,0)")
     p.set_defaults(func=run)
     if modes.metavar:  # list it in `tdnzoo bench --help`

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..bench.stream import StreamConfig
+from ._args import nonnegative_int, positive_int
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -15,13 +16,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = StreamConfig()
     parser.add_argument("--models", type=_csv, default=d.models,
                         help=f"comma list of model names, built causal (default {','.join(d.models)})")
-    parser.add_argument("--num-segments", type=int, default=d.num_segments, help=f"clip segments T (default {d.num_segments})")
-    parser.add_argument("--size", type=int, default=d.size, help=f"frame size (default {d.size})")
-    parser.add_argument("--batch", type=int, default=d.batch, help=f"streams stepped together (default {d.batch})")
-    parser.add_argument("--rounds", type=int, default=d.rounds, help=f"timed rounds (default {d.rounds})")
-    parser.add_argument("--warmup", type=int, default=d.warmup)
+    parser.add_argument("--num-segments", type=positive_int, default=d.num_segments, help=f"clip segments T (default {d.num_segments})")
+    parser.add_argument("--size", type=positive_int, default=d.size, help=f"frame size (default {d.size})")
+    parser.add_argument("--batch", type=positive_int, default=d.batch, help=f"streams stepped together (default {d.batch})")
+    parser.add_argument("--rounds", type=positive_int, default=d.rounds, help=f"timed rounds (default {d.rounds})")
+    parser.add_argument("--warmup", type=nonnegative_int, default=d.warmup)
     parser.add_argument("--no-compile", action="store_true", help="eager only (compiling ResNet-50 takes minutes)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     parser.add_argument("--output", default="reports/stream", help="report folder (default: reports/stream)")
     parser.add_argument("--glibc-malloc-defaults", action="store_true", help="keep glibc's dynamic malloc thresholds")
     parser.add_argument("--no-progress", action="store_true")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="checkpoint to read (e.g. best.pth.tar)")
     p.add_argument("dst", help="safetensors file to write")
     p.add_argument("--model", required=True, help="architecture, e.g. tdn_resnet50")
-    p.add_argument("--num-segments", type=int, default=None, help="segments the model was trained with (default 8)")
-    p.add_argument("--num-classes", type=int, default=None, help="classes (default: from the checkpoint)")
+    p.add_argument("--num-segments", type=positive_int, default=None, help="segments the model was trained with (default 8)")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="classes (default: from the checkpoint)")
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._args import device_arg, float_at_least, nonnegative_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -22,20 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="sub-folder for the folder layout (default val)")
     p.add_argument("--list", dest="list_file", default=None, help="list file (list layouts)")
     p.add_argument("--val-list", dest="list_file", help=argparse.SUPPRESS)
-    p.add_argument("--num-segments", type=int, default=None, help="segments per clip (default: the model's)")
-    p.add_argument("--input-size", type=int, default=None, help="crop side (default: the size the weights were trained at, else 224)")
+    p.add_argument("--num-segments", type=positive_int, default=None, help="segments per clip (default: the model's)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="crop side (default: the size the weights were trained at, else 224)")
     p.add_argument("--views", default=None,
                    help="CLIPSxCROPS, e.g. 1x1, 1x3, 10x3 (default: the weights' test views, else 10x3 for kinetics, "
                    "else 1x1: the official protocols)")
     p.add_argument("--no-full-res", dest="full_res", action="store_false",
                    help="3-crop views at the input size instead of the full resized side")
-    p.add_argument("--batch-size", type=int, default=1, help="videos per batch (each brings CLIPS*CROPS views)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--loader-timeout", type=float, default=600.0, metavar="SECONDS",
+    p.add_argument("--batch-size", type=positive_int, default=1, help="videos per batch (each brings CLIPS*CROPS views)")
+    p.add_argument("--workers", type=nonnegative_int, default=2)
+    p.add_argument("--loader-timeout", type=float_at_least(0.0), default=600.0, metavar="SECONDS",
                    help="wait this long for a batch from the workers, then stop with an error naming the stuck "
                    "video (default 600; 0 waits forever)")
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    p.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     p.add_argument("--output", required=True, help="folder for report.json, report.md, confusion.png")
     p.add_argument("--save-scores", action="store_true",
                    help="also write scores.pt: per-video softmax scores, labels and paths (for fusing runs)")

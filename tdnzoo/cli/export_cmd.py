@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from ._args import positive_float, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("export", help="export a model for deployment (ONNX)",
@@ -24,18 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT.onnx", help="file to write")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="weights to load (tdnzoo or official)")
     p.add_argument("--pretrained", action="store_true", help="load the default pretrained weights of NAME")
-    p.add_argument("--num-segments", type=int, default=None, metavar="N", help="segments (default: the checkpoint's or the tag's, else 8)")
-    p.add_argument("--num-classes", type=int, default=None, metavar="K",
+    p.add_argument("--num-segments", type=positive_int, default=None, metavar="N", help="segments (default: the checkpoint's or the tag's, else 8)")
+    p.add_argument("--num-classes", type=positive_int, default=None, metavar="K",
                    help="classes (default: the tag's or checkpoint's, else 400)")
-    p.add_argument("--size", type=int, default=None, metavar="S", help="frame height and width (default: the size the weights were trained at, else 224)")
+    p.add_argument("--size", type=positive_int, default=None, metavar="S", help="frame height and width (default: the size the weights were trained at, else 224)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
-    p.add_argument("--batch-size", type=int, default=1, metavar="B", help="fixed batch size without --dynamic-batch")
-    p.add_argument("--opset", type=int, default=None, metavar="N", help="ONNX opset (default 18)")
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="B", help="fixed batch size without --dynamic-batch")
+    p.add_argument("--opset", type=positive_int, default=None, metavar="N", help="ONNX opset (default 18)")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                    help="torch.onnx exporter (default: torchscript)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the onnxruntime check (and write whatever the exporter produced)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="allowed max |onnx - torch| / largest logit (1e-4)")
+    p.add_argument("--rtol", type=positive_float, default=1e-4, help="allowed max |onnx - torch| / largest logit (1e-4)")
     p.set_defaults(func=run_onnx)
 
 

@@ -5,6 +5,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._args import positive_int
+
+
+def _repo_id(text: str) -> str:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError as exc:
+        raise argparse.ArgumentTypeError(f"not a Hub repository id (ORG/NAME): {text!r}") from exc
+    return text
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,11 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("directory", help="folder to write")
     p.add_argument("--checkpoint-path", help="weights to load first (official release, tdnzoo checkpoint, safetensors)")
     p.add_argument("--pretrained", action="store_true", help="load the tag's pretrained weights first")
-    p.add_argument("--num-segments", type=int, default=None, help="segments (default: the checkpoint's or the tag's)")
-    p.add_argument("--num-classes", type=int, default=None, help="classes (default: the checkpoint's or the tag's)")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--num-segments", type=positive_int, default=None, help="segments (default: the checkpoint's or the tag's)")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="classes (default: the checkpoint's or the tag's)")
+    p.add_argument("--input-size", type=positive_int, default=None,
                    help="frame side recorded for the weights (default: the size they were trained at)")
-    p.add_argument("--repo-id", help="Hub repository the folder is meant for (shown in the card)")
+    p.add_argument("--repo-id", type=_repo_id, help="Hub repository the folder is meant for (shown in the card)")
     p.set_defaults(func=run_export)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._args import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list model names (or pretrained tags)")
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="describe a model or a pretrained tag")
     p.add_argument("name", help="e.g. tdn_resnet50 or tdn_resnet50.sthv1_8f")
-    p.add_argument("--num-segments", type=int, default=None)
+    p.add_argument("--num-segments", type=positive_int, default=None)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_info)
 

@@ -11,6 +11,7 @@ import sys
 import warnings
 
 from . import predict_live
+from ._args import device_arg, float_at_least, nonnegative_int, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,22 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="NAME[.TAG], or an export with its weights: local-dir:PATH or hf-hub:ORG/NAME[@REV]; "
                    "optional with a tdnzoo training checkpoint")
     p.add_argument("--checkpoint", default=None, help="weights: training checkpoint, safetensors or official release")
-    p.add_argument("--num-segments", type=int, default=None, help="segments per clip (default: the model's)")
-    p.add_argument("--top-k", type=int, default=5, help="classes to show per video or window (default 5)")
+    p.add_argument("--num-segments", type=positive_int, default=None, help="segments per clip (default: the model's)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes to show per video or window (default 5)")
     p.add_argument("--views", default=None,
                    help="CLIPSxCROPS, e.g. 1x1, 10x3 (default: the tag's test protocol, else 1x1; 1x1 per window)")
-    p.add_argument("--input-size", type=int, default=None, help="crop side (default: the model's)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="crop side (default: the model's)")
     p.add_argument("--no-full-res", dest="full_res", action="store_false", default=None,
                    help="3-crop views at the input size instead of the full resized side")
     p.add_argument("--labels", default=None,
                    help="class names: a file with one per line, or kinetics400 / sthv1 / sthv2 "
                    "(default: the model's label names, else class_<i>)")
-    p.add_argument("--batch-size", type=int, default=8, help="views (clips x crops) per forward pass (default 8)")
-    p.add_argument("--workers", type=int, default=2, help="decoding processes for whole videos (default 2)")
-    p.add_argument("--loader-timeout", type=float, default=600.0, metavar="SECONDS",
+    p.add_argument("--batch-size", type=positive_int, default=8, help="views (clips x crops) per forward pass (default 8)")
+    p.add_argument("--workers", type=nonnegative_int, default=2, help="decoding processes for whole videos (default 2)")
+    p.add_argument("--loader-timeout", type=float_at_least(0.0), default=600.0, metavar="SECONDS",
                    help="wait this long for a video from the workers, then stop with an error naming it "
                    "(default 600; 0 waits forever)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    p.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of tables")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     g = p.add_argument_group("long videos (sliding windows)")
@@ -52,9 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="window span in frames (64) or seconds (2s, 1.5s); implies --sliding (default 2s)")
     g.add_argument("--stride", "--window-stride", dest="stride", default=None,
                    help="step between windows, frames or seconds (default: half the window)")
-    g.add_argument("--fps", type=float, default=None, help="frame rate for spans in seconds (default: the file's)")
+    g.add_argument("--fps", type=positive_float, default=None, help="frame rate for spans in seconds (default: the file's)")
     g.add_argument("--output", default=".", help="folder for the CSV, JSON and PNG files (default: .)")
-    g.add_argument("--timeline-classes", type=int, default=5, help="classes drawn on the timeline (default 5)")
+    g.add_argument("--timeline-classes", type=positive_int, default=5, help="classes drawn on the timeline (default 5)")
     predict_live.add_arguments(p)
     p.set_defaults(func=run)
 

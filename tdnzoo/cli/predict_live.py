@@ -11,18 +11,20 @@ import json
 import signal
 import sys
 
+from ._args import positive_float, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("live video (--stream)")
     g.add_argument("--stream", default=None, metavar="SOURCE",
                    help="label a live source segment by segment with a causal model: a video file, '-' for standard "
                    "input (e.g. ffmpeg ... -f mpegts pipe:1), or a URL or device PyAV opens (rtsp://..., /dev/video0)")
-    g.add_argument("--segment-fps", type=float, default=4.0,
+    g.add_argument("--segment-fps", type=positive_float, default=4.0,
                    help="segments per second of stream time (default 4: 8 segments span 2 s)")
-    g.add_argument("--read-timeout", type=float, default=10.0,
+    g.add_argument("--read-timeout", type=positive_float, default=10.0,
                    help="seconds to wait for data before giving the source up (default 10)")
     g.add_argument("--input-format", default=None, help="FFmpeg demuxer of the source, e.g. mpegts, v4l2 (default: probed)")
-    g.add_argument("--stream-window", type=int, default=None, metavar="N",
+    g.add_argument("--stream-window", type=positive_int, default=None, metavar="N",
                    help="segments averaged into each live label (default: the model's num_segments)")
 
 

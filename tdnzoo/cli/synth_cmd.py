@@ -5,6 +5,8 @@ import argparse
 import sys
 import time
 
+from ._args import nonnegative_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..data import synthetic as syn
@@ -20,23 +22,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "reused)")
     p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
                    help="classes, space- or comma-separated (default: all; see --list-classes)")
-    p.add_argument("--videos-per-class", type=int, default=syn.DEFAULT_VIDEOS_PER_CLASS, metavar="N",
+    p.add_argument("--videos-per-class", type=positive_int, default=syn.DEFAULT_VIDEOS_PER_CLASS, metavar="N",
                    help=f"videos per class over all splits (default {syn.DEFAULT_VIDEOS_PER_CLASS})")
-    p.add_argument("--frames", type=int, default=syn.DEFAULT_FRAMES, metavar="N",
+    p.add_argument("--frames", type=positive_int, default=syn.DEFAULT_FRAMES, metavar="N",
                    help=f"frames per video (default {syn.DEFAULT_FRAMES})")
-    p.add_argument("--size", type=int, default=syn.DEFAULT_SIZE, metavar="S",
+    p.add_argument("--size", type=positive_int, default=syn.DEFAULT_SIZE, metavar="S",
                    help=f"frame side in pixels, even (default {syn.DEFAULT_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--difficulty", default=syn.DEFAULT_DIFFICULTY, choices=tuple(syn.STYLES),
                    help=f"actor size, clutter, texture and noise (default {syn.DEFAULT_DIFFICULTY})")
     default_splits = ",".join(f"{k}={v:g}" for k, v in syn.DEFAULT_SPLITS.items())
     p.add_argument("--splits", default=default_splits, help=f"NAME=FRACTION,... (default {default_splits})")
-    p.add_argument("--workers", type=int, default=None, metavar="W", help="processes (default: one per CPU, up to 8)")
+    p.add_argument("--workers", type=nonnegative_int, default=None, metavar="W", help="processes (default: one per CPU, up to 8)")
     p.add_argument("--codec", default="auto", choices=("auto", "libx264", "mpeg4"),
                    help="video codec (default: libx264 when PyAV has it, else mpeg4)")
-    p.add_argument("--crf", type=int, default=syn.DEFAULT_CRF, help=f"x264 quality, lower is better "
+    p.add_argument("--crf", type=nonnegative_int, default=syn.DEFAULT_CRF, help=f"x264 quality, lower is better "
                    f"(default {syn.DEFAULT_CRF})")
-    p.add_argument("--fps", type=int, default=syn.DEFAULT_FPS, help=f"frame rate stored in the files "
+    p.add_argument("--fps", type=positive_int, default=syn.DEFAULT_FPS, help=f"frame rate stored in the files "
                    f"(default {syn.DEFAULT_FPS})")
     p.add_argument("--list-classes", action="store_true", help="print the classes and exit")
     p.set_defaults(func=run)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from .hub_download import WEIGHT_FILES, HubFileNotFoundError, download_file, download_weights
+from .hub_download import WEIGHT_FILES, HubFileNotFoundError, HubUnreachableError, download_file, download_weights
 from .pretrained import convert_hint, is_published
 from .registry import split_tag
 
@@ -169,6 +169,9 @@ def pretrained_weights_file(cfg: dict[str, Any]) -> WeightsFile:
     filename = cfg.get("hf_hub_filename") or WEIGHT_FILES[0]
     try:
         path = download_weights(repo_id, revision=cfg.get("hf_hub_revision"), filenames=_weight_filenames(filename))
+    except HubUnreachableError as exc:
+        published = "" if is_published(cfg) else f" (if they are not on the Hub yet: {convert_hint(cfg)})"
+        raise HubUnreachableError(f"cannot load the weights of {name}: {exc}{published}", exc.reason) from exc
     except HubFileNotFoundError as exc:
         if is_published(cfg):
             raise HubFileNotFoundError(

@@ -1,7 +1,8 @@
 """Model names: ``<method>_<timm backbone>[.<pretrained tag>]``, e.g. ``tdn_resnet50.sthv1_8f``.
 
-Any timm 2D CNN works as ``<backbone>`` without registration; ``COMMON_BACKBONES`` are the ones
-``list_models`` shows. Pretrained tags are registered in :mod:`tdnzoo.models.pretrained`.
+Any timm 2D backbone (CNN, hybrid or vision transformer) works as ``<backbone>`` without registration;
+``COMMON_BACKBONES`` are the ones ``list_models`` shows, and a pattern with a wildcard after the method
+prefix (``'tdn_vit*'``) matches every timm name. Pretrained tags are registered in :mod:`tdnzoo.models.pretrained`.
 """
 from __future__ import annotations
 
@@ -15,34 +16,37 @@ from ..errors import UnknownModelError
 from .methods import METHODS, is_method
 from .pretrained import pretrained_names
 
-__all__ = ["COMMON_BACKBONES", "list_models", "list_pretrained", "parse_model_name", "split_tag"]
+__all__ = [
+    "COMMON_BACKBONES",
+    "COMMON_CNNS",
+    "COMMON_HYBRIDS",
+    "COMMON_TRANSFORMERS",
+    "list_models",
+    "list_pretrained",
+    "parse_model_name",
+    "split_tag",
+]
 
-COMMON_BACKBONES = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "seresnext50_32x4d",
-    "regnety_002",
-    "regnety_008",
-    "regnety_016",
-    "regnety_032",
-    "convnext_atto",
-    "convnext_nano",
-    "convnext_tiny",
-    "convnext_small",
-    "efficientnet_b0",
-    "efficientnet_b3",
-    "efficientnetv2_rw_t",
-    "mobilenetv3_small_050",
-    "mobilenetv3_large_100",
-    "mobilenetv4_conv_small",
-    "mnasnet_100",
-    "ghostnet_100",
+# What ``list_models`` shows without a wildcard, by kind (as the family table of docs/backbones.md
+# classes them: a CNN mixes positions with convolutions, a transformer with token mixers, a hybrid
+# with both); each one's family passes TSN, TSM and TDN there.
+COMMON_CNNS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+    "seresnext50_32x4d", "regnety_002", "regnety_008", "regnety_016", "regnety_032", "convnext_atto",
+    "convnext_nano", "convnext_tiny", "convnext_small", "efficientnet_b0", "efficientnet_b3", "efficientnetv2_rw_t",
+    "mobilenetv3_small_050", "mobilenetv3_large_100", "mobilenetv4_conv_small", "mnasnet_100", "ghostnet_100",
 )
+COMMON_HYBRIDS = (
+    "coatnet_0_rw_224", "maxvit_tiny_tf_224", "efficientformerv2_s0", "fastvit_t8", "levit_128s", "mobilevit_s",
+    "efficientvit_b1", "edgenext_small", "pvt_v2_b1", "tiny_vit_5m_224", "mvitv2_tiny",
+)
+COMMON_TRANSFORMERS = (
+    "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "deit_small_patch16_224",
+    "deit3_small_patch16_224", "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224",
+    "swin_base_patch4_window7_224", "swinv2_tiny_window8_256", "beit_base_patch16_224", "eva02_tiny_patch14_224",
+    "caformer_s18", "poolformerv2_s12", "twins_svt_small", "hiera_tiny_224",
+)
+COMMON_BACKBONES = COMMON_CNNS + COMMON_HYBRIDS + COMMON_TRANSFORMERS
 
 
 def _natural_key(name: str) -> list:
@@ -86,7 +90,8 @@ def parse_model_name(name: str) -> tuple[str, str, str | None]:
         hint = f" Close names: {', '.join(f'{method}_{c}' for c in dict.fromkeys(close))}." if close else ""
         raise UnknownModelError(
             f"Unknown model '{name}': '{backbone}' is not a timm model.{hint} "
-            "`tdnzoo list` shows common names; any timm 2D CNN name works after the method prefix."
+            "`tdnzoo list` shows common names; any timm 2D backbone name works after the method prefix "
+            "(`tdnzoo list 'tdn_vit*'` lists timm's ViTs)."
         )
     return method.lower(), backbone, tag
 
@@ -98,6 +103,36 @@ def _patterns(value: str | Iterable[str]) -> list[str]:
 def _with_tags(patterns: list[str]) -> list[str]:
     # As timm: with tags listed, a pattern without a tag also matches the tagged names.
     return [q for p in patterns for q in ((p,) if "." in p else (p, f"{p}.*"))]
+
+
+def _is_wildcard(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _timm_matches(pattern: str) -> set[str]:
+    """Every ``<method>_<timm name>`` that a wildcard pattern matches, its method part and its timm part
+    matched apart (``'tdn_vit*'``: TDN on each timm name starting with ``vit``). Families that refuse a
+    method are left out for it."""
+    from .families import refusal
+
+    method_part, sep, backbone_part = pattern.partition("_")
+    if not sep or not backbone_part or not _is_wildcard(pattern):
+        return set()
+    methods = [m for m in METHODS if fnmatch.fnmatch(m, method_part)]
+    backbones = [b for b in _timm_names() if fnmatch.fnmatch(b, backbone_part)] if methods else []
+    refused = {b for b in backbones if refusal(_timm_family(b))}
+    return {f"{m}_{b}" for m in methods for b in backbones if m == "tsn" or b not in refused}
+
+
+@lru_cache(maxsize=1)
+def _timm_families() -> dict[str, str]:
+    import timm
+
+    return {name: module for module in timm.list_modules() for name in timm.list_models(module=module)}
+
+
+def _timm_family(name: str) -> str:
+    return _timm_families().get(name, "")
 
 
 def _in_modules(arch: str, modules: list[str]) -> bool:
@@ -127,8 +162,9 @@ def list_models(
     """Model names, naturally sorted, with timm's keywords.
 
     Args:
-        filter: pattern(s) such as ``'tdn_*'`` (fnmatch wildcards); a pattern without a wildcard
-            matches names containing it. Empty lists all.
+        filter: pattern(s) such as ``'tdn_*'`` (fnmatch wildcards); a pattern with a wildcard after the
+            method prefix matches every timm name (``'tdn_vit*'``: TDN on each of timm's ViTs); a pattern
+            without a wildcard matches the common names containing it. Empty lists the common names.
         module: method(s) (``'tdn'``) or timm module(s) of the backbone (``'resnet'``, ``'convnext'``).
         pretrained: only names with pretrained weights.
         exclude_filters: pattern(s) to drop.
@@ -148,6 +184,7 @@ def list_models(
     tagged = pretrained_names()
     with_weights = {split_tag(n)[0] for n in tagged}
     archs = {f"{m}_{b}" for m in METHODS for b in COMMON_BACKBONES} | with_weights
+    archs |= {name for pattern in _patterns(filter) for name in _timm_matches(split_tag(pattern)[0])}
     modules = _patterns(module)
     if modules:
         archs = {a for a in archs if _in_modules(a, modules)}
