@@ -148,6 +148,8 @@ BASE = {
     "bench speed": ["bench", "speed", "--output", "{tmp}/bench"],
     "bench breakdown": ["bench", "breakdown"],
     "bench accuracy": ["bench", "accuracy", "--output", "{tmp}/accuracy"],
+    "bench loader": ["bench", "loader", "--output", "{tmp}/loader"],
+    "bench stream": ["bench", "stream", "--output", "{tmp}/stream"],
     "backbones families": ["backbones", "families"],
     "backbones table": ["backbones", "table"],
 }
@@ -158,7 +160,8 @@ _NUMBERS = {  # the usual offenders: zero or negative counts and sizes, rates th
     "--videos-per-class": "0", "--fps": "0", "--seed": "one", "--opset": "0", "--rtol": "-1", "--crf": "-1",
     "--timeline-classes": "0", "--eval-every": "0", "--momentum": "-0.5", "--weight-decay": "-1",
     "--lr-steps": "-1", "--lr-decay": "0", "--min-lr": "-1", "--warmup-epochs": "-1", "--clip-grad-norm": "-1",
-    "--dropout": "1.5", "--throughput-batch": "0", "--device": "banana",
+    "--dropout": "1.5", "--throughput-batch": "0", "--device": "banana", "--clips": "0", "--seeds": "0",
+    "--loader-timeout": "-1", "--segment-fps": "0", "--read-timeout": "0", "--stream-window": "0",
 }
 _OTHERS = {
     ("convert", "src"): "{missing}.pth", ("convert", "dst"): "{unwritable}.safetensors",
@@ -190,6 +193,11 @@ _OTHERS = {
     ("bench accuracy", "--backbone"): "no_such_net", ("bench accuracy", "--difficulty"): "extreme",
     ("bench accuracy", "--methods"): "i3d", ("bench accuracy", "--data-dir"): "{unwritable}",
     ("bench accuracy", "--merge-eval"): "{missing}",
+    ("bench accuracy", "--preset"): "huge",
+    ("bench loader", "--output"): "{unwritable}", ("bench loader", "--data-dir"): "{unwritable}",
+    ("bench loader", "--files"): "h264_8k", ("bench loader", "--threads"): "-1",
+    ("bench stream", "--output"): "{unwritable}", ("bench stream", "--models"): "tsm_no_such_net",
+    ("predict", "--stream"): "{missing}.mp4", ("predict", "--input-format"): "no_such_demuxer",
     ("backbones table", "--write"): "{missing}.md", ("backbones table", "--json"): "{unwritable}.json",
     ("backbones table", "--families"): "no_such_family", ("backbones table", "--from-json"): "{missing}.json",
 }

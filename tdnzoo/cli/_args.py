@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["device_arg", "float_at_least", "int_at_least", "nonnegative_int", "positive_float", "positive_int", "probability"]
+__all__ = [
+    "device_arg", "float_at_least", "int_at_least", "nonnegative_int", "positive_float", "positive_int", "probability",
+    "writable_folder",
+]
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -83,3 +88,11 @@ def device_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"device {text!r}: this machine has {count} {parsed.type} device(s), numbered from 0")
     return text
+
+
+def writable_folder(path: str, flag: str = "--output") -> None:
+    """Raise ``OSError`` if ``path`` cannot become a folder (creating nothing): checked before minutes of work."""
+    folder = Path(path)
+    parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise NotADirectoryError(f"{flag} {path}: {parent} is not a writable folder")

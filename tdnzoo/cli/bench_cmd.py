@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from ..models.video import METHODS
 from . import bench_accuracy, bench_loader, bench_stream
-from ._args import device_arg, nonnegative_int, positive_int
+from ._args import device_arg, nonnegative_int, positive_int, writable_folder
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -116,14 +115,6 @@ def run_breakdown(args: argparse.Namespace) -> int:
     return 0
 
 
-def _writable_folder(path: str) -> None:
-    """Raise ``OSError`` if ``path`` cannot become a folder (creating nothing)."""
-    folder = Path(path)
-    parent = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise NotADirectoryError(f"--output {path}: {parent} is not a writable folder")
-
-
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -142,7 +133,7 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     if args.official_tdn and not Path(args.official_tdn).is_dir():
         raise ValueError(f"--official-tdn {args.official_tdn}: no such folder (a checkout of MCG-NJU/TDN)")
-    _writable_folder(args.output)  # before minutes of timing, not after
+    writable_folder(args.output)  # before minutes of timing, not after
     result = run_speed_benchmark(config, progress=not args.no_progress)
     paths = write_speed_report(result, args.output)
     print(markdown_table(result))

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from ._args import positive_int
+from ._args import positive_int, writable_folder
 
 
 def register(modes: argparse._SubParsersAction) -> None:
@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if not threads or min(threads) < 0 or args.clips < 1 or args.rounds < 1:
         raise ValueError(f"--clips and --rounds must be >= 1 and --threads >= 0, got {args.clips}, {args.rounds} "
                          f"and {args.threads!r}")
+    writable_folder(args.output)  # before generating and timing, not after
+    if args.data_dir:
+        writable_folder(args.data_dir, "--data-dir")
     output = Path(args.output)
     print(f"backends: {', '.join(available_backends())}", flush=True)
     results = run_loader_benchmark(args.data_dir or output / "data", files=files, threads=threads, clips=args.clips,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..bench.stream import StreamConfig
-from ._args import nonnegative_int, positive_int
+from ._args import nonnegative_int, positive_int, writable_folder
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
     config = StreamConfig(models=args.models, num_segments=args.num_segments, size=args.size, batch=args.batch,
                           rounds=args.rounds, warmup=args.warmup, compile=not args.no_compile,
                           fixed_malloc=not args.glibc_malloc_defaults)
+    from ..models import parse_model_name
+
+    for name in config.models:
+        parse_model_name(name)  # an unknown name is one line now, not after the other models' timings
+    writable_folder(args.output)
     result = run_stream_benchmark(config, progress=not args.no_progress)
     paths = write_stream_report(result, args.output)
     print(markdown_table(result))
