@@ -113,7 +113,20 @@ def test_compositions_by_name_and_by_keyword_are_one_model():
         tdnzoo.temporalize("resnet18", "tsn+flow")
 
 
-@pytest.mark.parametrize("method", ["tsn+stdm", "tsm+ltdm", "tdn-stdm"])
+def test_causal_is_a_build_option_of_every_block_by_keyword_or_name():
+    offline = _model("tsm+ltdm", "resnet")
+    by_keyword = _model("tsm+ltdm", "resnet", causal=True)
+    by_name = _model("tsm+ltdm+causal", "resnet")
+    assert by_keyword.method == by_name.method == "tsm+ltdm+causal"
+    assert by_keyword.model_args["causal"] is by_name.model_args["causal"] is True
+    layers = [m for m in by_name.modules() if isinstance(m, (TemporalShift, LongTermTDM, TemporalConv))]
+    assert layers and all(m.causal for m in layers)
+    assert not any(getattr(m, "causal", False) for m in offline.modules())
+    by_name.load_state_dict(offline.state_dict())  # the same keys and shapes: offline weights load
+    assert _model("tsn+causal", "resnet").method == "tsn"  # no temporal layer: TSN is causal as it is
+
+
+@pytest.mark.parametrize("method", ["tsn+stdm", "tsm+ltdm", "tdn-stdm", "tdn+causal"])
 def test_a_saved_composition_reloads_as_itself(method, tmp_path):
     model = _model(method, "resnet").eval()
     tdnzoo.save_pretrained(model, tmp_path, model_card=False)

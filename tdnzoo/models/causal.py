@@ -1,10 +1,12 @@
 """Causal models: the temporal layers of a TSM or TDN made to read the past only, for live video.
 
-``temporalize(..., causal=True)`` (and ``create_model(name, causal=True)``) builds the offline
-model, then swaps each temporal layer for its causal construction (:class:`~tdnzoo.layers.TemporalShift`,
-:class:`~tdnzoo.layers.TemporalConv`, :class:`~tdnzoo.layers.LongTermTDM` with ``causal=True``):
-same modules, parameters and ``state_dict`` keys, so an offline checkpoint loads into the causal
-model. S-TDM reads the frames of its own segment only and TSN has no temporal layer: both stay.
+``temporalize(..., causal=True)`` (and ``create_model(name, causal=True)`` or a ``+causal`` name such as
+``tsm+causal_resnet50``) builds every temporal layer causal from the method table
+(:attr:`~tdnzoo.models.methods.BuildOptions.causal`). :func:`make_causal` does the same to a model that
+exists, swapping each temporal layer for its causal construction (:class:`~tdnzoo.layers.TemporalShift`,
+:class:`~tdnzoo.layers.TemporalConv`, :class:`~tdnzoo.layers.LongTermTDM` with ``causal=True``): same
+modules, parameters and ``state_dict`` keys, so an offline checkpoint loads into a causal model.
+S-TDM reads the frames of its own segment only and TSN has no temporal layer: both stay.
 A causal model's segment ``t`` never sees a later segment, which is what lets
 :func:`tdnzoo.stream` run it one segment at a time.
 """
