@@ -120,10 +120,12 @@ def test_cost_laws():
     for name, (f2, p2, _) in base.items():
         f4, p4, _ = cost(name, 4, 5)
         assert f4 == 2 * f2 and p4 == p2
-    # The classes only touch the classifier, whatever the method: one method shows it.
+    # The classes only touch the classifier and the segment consensus, whatever the method: one method
+    # shows it. 4 more classes: a multiply-add per feature on each of 2 segments, and the consensus mean
+    # adds the 2 segments' 4 new logits (counted per input element, as fvcore counts pooling).
     f2, p2, features = base["tsm_test_resnet"]
     f2c, p2c, _ = cost("tsm_test_resnet", 2, 9)
-    assert f2c - f2 == 2 * features * 4 and p2c - p2 == 4 * (features + 1)
+    assert f2c - f2 == 2 * features * 4 + 2 * 4 and p2c - p2 == 4 * (features + 1)
 
 
 @pytest.mark.parametrize("arch", [
