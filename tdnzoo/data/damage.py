@@ -61,6 +61,8 @@ def _file_key(path: str | os.PathLike) -> tuple[str, int, int] | None:
 
 def known_length(path: str | os.PathLike) -> int | None:
     """The real frame count of ``path`` when this process found it shorter than it declares, else ``None``."""
+    if not _SHORT_FILES:  # the usual case: no stat or realpath for every reader a dataset opens
+        return None
     key = _file_key(path)
     found = _SHORT_FILES.get(key) if key is not None else None
     return found[1] if found is not None else None
