@@ -14,6 +14,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -147,6 +148,7 @@ def _stack(frames: list[np.ndarray], path: str) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames))
 
 
+@functools.cache  # asked once per process, not for every video a dataset opens
 def _reformat_takes_threads() -> bool:
     import av
 

@@ -64,10 +64,12 @@ class LongTermTDM(nn.Module):
     def differences(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The forward and backward differences ``(d_f, d_b)``, each ``[B*T, C//r, H, W]``."""
         b, neighbor = self.bottleneck(x)
-        # Where the neighbour is missing the difference is zero (not -b[t]), as the official padding.
-        d_forward = within_clip(shift_frames(neighbor, 1) - b, self.num_segments, 1)  # conv(b)[t+1] - b[t]
-        d_backward = within_clip(shift_frames(neighbor, -1) - b, self.num_segments, -1)  # conv(b)[t-1] - b[t]
-        return d_forward, d_backward
+        return self.difference(b, neighbor, 1), self.difference(b, neighbor, -1)
+
+    def difference(self, b: torch.Tensor, neighbor: torch.Tensor, step: int) -> torch.Tensor:
+        """``conv(b)[t+step] - b[t]`` (step 1: forward, -1: backward), zero where the neighbour is missing
+        (not ``-b[t]``), as the official padding."""
+        return within_clip(shift_frames(neighbor, step) - b, self.num_segments, step)
 
     def attention(self, d: torch.Tensor) -> torch.Tensor:
         """``sigmoid(BN(conv_expand(mixed))) - 0.5`` for one direction's difference ``d``.
@@ -83,9 +85,7 @@ class LongTermTDM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.causal:
-            b, neighbor = self.bottleneck(x)
-            d_backward = within_clip(shift_frames(neighbor, -1) - b, self.num_segments, -1)  # conv(b)[t-1] - b[t]
-            return x + x * self.attention(d_backward)
+            return x + x * self.attention(self.difference(*self.bottleneck(x), -1))  # the past only: d_b
         d_forward, d_backward = self.differences(x)
         y = 0.5 * self.attention(d_forward) + 0.5 * self.attention(d_backward)
         return x + x * y

@@ -9,7 +9,7 @@
 - building: :mod:`.factory` (``create_model``) and :mod:`.builder`, the one path that builds a model.
 """
 from .backbone import analyze_backbone
-from .causal import is_causal, make_causal
+from .causal import is_causal
 from .checkpoint import load_checkpoint, save_weights
 from .contract import VideoFeatures
 from .factory import create_model
@@ -41,7 +41,6 @@ __all__ = [
     "list_models",
     "list_pretrained",
     "load_checkpoint",
-    "make_causal",
     "official_fusion_weights",
     "parse_model_name",
     "register_method",

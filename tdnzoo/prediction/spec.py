@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from ..data.damage import read_sampled
+from ..data.damage import SampledFrames, read_sampled
 from ..data.decode import open_video
 from ..data.sampling import expand_windows, multi_clip_indices
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, parse_views, resolve_eval_sizes
@@ -116,7 +116,12 @@ class ViewSpec:
         return torch.cat([o if o.dim() == 5 else o.unsqueeze(0) for o in outputs])
 
     def load(self, path: str | os.PathLike, *, backend: str | None = None) -> tuple[torch.Tensor, int]:
-        """The views of one video (file or frame folder) and its frame count.
+        """The views of one video (file or frame folder) and its frame count (see :meth:`load_sampled`)."""
+        views, read = self.load_sampled(path, backend=backend)
+        return views, read.num_frames
+
+    def load_sampled(self, path: str | os.PathLike, *, backend: str | None = None) -> tuple[torch.Tensor, SampledFrames]:
+        """The views of one video and how it was read: its real frame count and what it declares.
 
         Raises:
             VideoDecodeError: the video cannot be read.
@@ -125,7 +130,7 @@ class ViewSpec:
             read = read_sampled(reader, lambda n: [i for clip in self.clip_indices(n) for i in clip])
         transform = self.transform()
         clips = read.frames.permute(0, 3, 1, 2).split(self.num_frames)
-        return self.stack([transform(clip) for clip in clips]), read.num_frames
+        return self.stack([transform(clip) for clip in clips]), read
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "views": self.views, "crop_size": self.crop_size}

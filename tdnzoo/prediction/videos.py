@@ -12,8 +12,6 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.damage import read_sampled
-from ..data.decode import open_video
 from ..data.errors import VideoDecodeError
 from ..data.workers import DEFAULT_WORKER_TIMEOUT_S, watched_loader
 from .frames import video_fps
@@ -117,10 +115,7 @@ def read_views(spec: ViewSpec, path: str, *, backend: str | None = None) -> tupl
     Raises:
         VideoDecodeError: the video cannot be read.
     """
-    with open_video(path, backend=backend) as reader:
-        read = read_sampled(reader, lambda n: [i for clip in spec.clip_indices(n) for i in clip])
-    transform = spec.transform()
-    views = spec.stack([transform(clip) for clip in read.frames.permute(0, 3, 1, 2).split(spec.num_frames)])
+    views, read = spec.load_sampled(path, backend=backend)
     declared = read.declared_frames if read.truncated else None
     return views, VideoLength(read.num_frames, declared, video_fps(path))
 

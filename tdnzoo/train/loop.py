@@ -435,12 +435,16 @@ def _train(cfg: TrainConfig, info: DistInfo, step_callback) -> TrainResult:
         except WorkerTimeoutError as exc:
             # Never lose the run's progress to a stuck worker: save the state after the last step taken.
             step = scheduler.last_epoch - epoch * len(train_loader)  # the scheduler steps once per batch
+            where = f"after epoch {epoch + 1}, step {step}"
+            if step >= len(train_loader):  # the validation loader stopped: the epoch's training is whole
+                where = f"after epoch {epoch + 1}'s training (its validation did not finish)"
+                epoch, step = epoch + 1, 0  # --resume starts the next epoch, not an empty rest of this one
             if info.is_main:
                 state = _checkpoint(cfg, net, optimizer, scheduler, scaler, epoch, best, {}, train_ds.class_names)
                 state["step"] = step
                 save_atomic(state, last_path)
             raise WorkerTimeoutError(
-                f"{exc}. The run is saved in {last_path} after epoch {epoch + 1}, step {step}; run again with "
+                f"{exc}. The run is saved in {last_path} {where}; run again with "
                 "--resume to continue from there"
             ) from exc
         metric = record.get("val_acc1", -record["train_loss"])
